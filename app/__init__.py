@@ -1,0 +1,38 @@
+"""Application factory. Importing ``app`` has no side effects: everything happens in create_app."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app.api import create_api
+from app.api.versioning import init_api_versioning
+from app.cli import register_cli
+from app.config import load_config
+from app.core.errors import register_error_handlers
+from app.core.logging import configure_logging, init_access_log
+from app.core.request_id import init_request_id
+from app.extensions import health_checks
+from app.version import __version__
+
+__all__ = ["__version__", "create_app"]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build an app; ``config`` overrides the environment (``{"APP_ENV": "testing"}``)."""
+    settings = load_config(config)
+    app = Flask(__name__)
+    app.config.from_mapping(settings)
+
+    configure_logging(app)
+    # Hook order matters: the request id exists before any other hook can log or fail.
+    init_request_id(app)
+    init_access_log(app)
+    register_error_handlers(app)
+    init_api_versioning(app)
+    health_checks.init_app(app)
+    create_api(app)
+    register_cli(app)
+    return app

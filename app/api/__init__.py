@@ -1,0 +1,74 @@
+"""The one Flask-RESTX ``Api``: Swagger UI at ``/swagger``, the spec at ``/swagger.json``.
+
+An ``Api`` holds per-app state, so ``create_api`` builds a new one for every app. Namespaces are
+declared at module level (like blueprints) and mounted here under their paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from flask import Flask
+from flask_restx import Api
+
+from app.api import health, problems
+from app.api.models import SHARED_MODELS
+from app.api.versioning import SUPPORTED_VERSIONS, VERSION_REQUEST_HEADER, VERSION_RESPONSE_HEADER
+from app.hello import routes as hello
+from app.version import __version__
+
+API_V1 = "/api/v1"
+SWAGGER_UI_PATH = "/swagger"
+SPEC_PATH = "/swagger.json"
+
+DESCRIPTION = f"""
+The course's Task Management API.
+
+* **Versions**: call `/api/v1/...`, or call `/api/...` with the header `{VERSION_REQUEST_HEADER}: 1`
+  (no header means the latest). Responses carry `{VERSION_RESPONSE_HEADER}`.
+* **Request ids**: send `X-Request-ID` (1-128 of `A-Z a-z 0-9 . _ -`) or get a generated one back.
+* **Errors** are `application/problem+json` (RFC 9457) with `request_id`;
+  `GET /problems` lists the types.
+"""
+
+
+class TaskApi(Api):
+    """Flask-RESTX ``Api`` that leaves every error to the app-wide problem-details handler."""
+
+    def handle_error(self, e: Exception) -> NoReturn:
+        # RESTX would render its own {"message": ...} body; re-raising hands the error to
+        # app.core.errors, so RESTX and plain Flask routes answer in one shape.
+        raise e
+
+    def render_root(self) -> dict[str, Any]:
+        """``GET /``: a small index of where things are."""
+        return {
+            "name": self.title,
+            "version": __version__,
+            "api_versions": list(SUPPORTED_VERSIONS),
+            "links": {
+                "swagger_ui": SWAGGER_UI_PATH,
+                "openapi_spec": SPEC_PATH,
+                "health_live": "/health/live",
+                "health_ready": "/health/ready",
+                "problem_types": "/problems",
+            },
+        }
+
+
+def create_api(app: Flask) -> Api:
+    api = TaskApi(
+        title=app.config["API_TITLE"],
+        version=__version__,
+        description=DESCRIPTION,
+        doc=SWAGGER_UI_PATH,
+        ordered=True,
+    )
+    for model in SHARED_MODELS:
+        api.models[model.name] = model
+    api.add_namespace(hello.ns, path=f"{API_V1}/hello")
+    api.add_namespace(health.ns, path="/health")
+    api.add_namespace(problems.ns, path="/problems")
+    api.init_app(app)
+    app.extensions["api"] = api
+    return api

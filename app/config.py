@@ -1,0 +1,162 @@
+"""Per-environment configuration.
+
+One environment variable, ``APP_ENV``, picks the settings class (development by default). Every
+setting can then be overridden by an environment variable of the same name, and finally by the
+mapping passed to ``create_app``. Production refuses to start with an unsafe configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+ENV_VAR = "APP_ENV"
+
+# Secret keys that are public knowledge (in this repo or in tutorials): never valid in production.
+KNOWN_INSECURE_SECRET_KEYS = frozenset(
+    {
+        "",
+        "dev",
+        "secret",
+        "changeme",
+        "change-me",
+        "development-only-insecure-secret-key",
+        "testing-only-insecure-secret-key",
+        "replace-me-with-a-long-random-string",
+    }
+)
+MIN_PRODUCTION_SECRET_KEY_LENGTH = 32
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(RuntimeError):
+    """The configuration is invalid; the message says what to change."""
+
+
+class BaseConfig:
+    """Settings shared by every environment. Only UPPERCASE attributes are settings."""
+
+    APP_ENV = "base"
+    SECRET_KEY: str | None = None
+    DEBUG = False
+    TESTING = False
+
+    # Logging: "json" (one object per line) or "text" (human-readable).
+    LOG_LEVEL = "INFO"
+    LOG_FORMAT = "json"
+
+    # Largest accepted request body in bytes; larger bodies get 413.
+    MAX_CONTENT_LENGTH = 1024 * 1024
+
+    # Swagger / Flask-RESTX.
+    API_TITLE = "Task Management API"
+    RESTX_MASK_SWAGGER = False  # no X-Fields parameter on every operation
+    RESTX_ERROR_404_HELP = False
+    SWAGGER_UI_DOC_EXPANSION = "list"
+
+
+class DevelopmentConfig(BaseConfig):
+    APP_ENV = "development"
+    SECRET_KEY: str | None = "development-only-insecure-secret-key"
+    DEBUG = True
+    LOG_LEVEL = "DEBUG"
+    LOG_FORMAT = "text"
+
+
+class TestingConfig(BaseConfig):
+    APP_ENV = "testing"
+    SECRET_KEY: str | None = "testing-only-insecure-secret-key"
+    TESTING = True
+    LOG_LEVEL = "DEBUG"
+    LOG_FORMAT = "text"
+
+
+class ProductionConfig(BaseConfig):
+    APP_ENV = "production"
+    # SECRET_KEY stays None: it must come from the environment.
+
+
+CONFIGS: dict[str, type[BaseConfig]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def _settings_of(config_class: type[BaseConfig]) -> dict[str, Any]:
+    return {name: getattr(config_class, name) for name in dir(config_class) if name.isupper()}
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    """Convert an environment string to the type of the setting's default."""
+    if isinstance(default, bool):
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ConfigError(
+            f"{name} must be a boolean (one of {sorted(_TRUE | _FALSE)}), got {raw!r}"
+        )
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    return raw
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Build the settings: class defaults < environment variables < ``overrides``."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    env_name = str(overrides.get(ENV_VAR) or environ.get(ENV_VAR) or "development").lower()
+    if env_name not in CONFIGS:
+        raise ConfigError(f"{ENV_VAR} must be one of {sorted(CONFIGS)}, got {env_name!r}")
+
+    settings = _settings_of(CONFIGS[env_name])
+    for name, default in settings.items():
+        if name != ENV_VAR and name in environ:
+            settings[name] = _coerce(name, environ[name], default)
+    settings.update(overrides)
+    settings[ENV_VAR] = env_name
+    validate_config(settings)
+    return settings
+
+
+def validate_config(settings: Mapping[str, Any]) -> None:
+    """Raise ConfigError if the settings are unusable; production is held to a stricter bar."""
+    problems: list[str] = []
+    if settings["LOG_FORMAT"] not in {"json", "text"}:
+        problems.append(f"LOG_FORMAT must be 'json' or 'text', got {settings['LOG_FORMAT']!r}")
+    if str(settings["LOG_LEVEL"]).upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        problems.append(f"LOG_LEVEL must be a logging level name, got {settings['LOG_LEVEL']!r}")
+    if settings[ENV_VAR] == "production":
+        secret = settings.get("SECRET_KEY")
+        if not secret:
+            problems.append("SECRET_KEY is not set")
+        elif secret.strip().lower() in KNOWN_INSECURE_SECRET_KEYS:
+            problems.append("SECRET_KEY is a publicly known default")
+        elif len(secret) < MIN_PRODUCTION_SECRET_KEY_LENGTH:
+            problems.append(
+                f"SECRET_KEY is shorter than {MIN_PRODUCTION_SECRET_KEY_LENGTH} characters"
+            )
+        if settings.get("DEBUG"):
+            problems.append("DEBUG is on")
+        if settings.get("TESTING"):
+            problems.append("TESTING is on")
+    if problems:
+        hint = ""
+        if settings[ENV_VAR] == "production":
+            hint = " Generate a key: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        raise ConfigError(
+            f"refusing to start with {ENV_VAR}={settings[ENV_VAR]}: "
+            + "; ".join(problems)
+            + "."
+            + hint
+        )

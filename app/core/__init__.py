@@ -1,0 +1,1 @@
+"""Cross-cutting plumbing every request goes through: request ids, logging, errors, health."""

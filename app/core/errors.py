@@ -1,0 +1,171 @@
+"""One error shape for the whole API: RFC 9457 problem details, plus the request id.
+
+Every exception ends here, whether it was raised in a Flask-RESTX resource, a plain Flask view,
+routing (404/405) or the request body parser (400/413/415). Production and testing answer alike:
+one handler for ``Exception`` means nothing depends on ``PROPAGATE_EXCEPTIONS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from flask import Flask, Request, Response, current_app, got_request_exception, request
+from werkzeug.exceptions import BadRequest, HTTPException
+
+from app.core.request_id import current_request_id
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE_PATH = "/problems/"
+GENERIC_500_DETAIL = (
+    "The server hit an unexpected condition. Quote the request_id when you report it."
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    """A documented problem type, served at ``/problems/<slug>``."""
+
+    slug: str
+    title: str
+    status: int
+    description: str
+
+    @property
+    def uri(self) -> str:
+        return PROBLEM_BASE_PATH + self.slug
+
+
+class ApiProblem(Exception):
+    """Base for errors the API reports on purpose. Subclasses set a documented problem type."""
+
+    problem_type: ClassVar[ProblemType | None] = None
+    catalog: ClassVar[dict[str, ProblemType]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.problem_type is not None:
+            ApiProblem.catalog[cls.problem_type.slug] = cls.problem_type
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        assert self.problem_type is not None, "raise a subclass that declares problem_type"
+        self.detail = detail
+        self.status = status or self.problem_type.status
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+
+class ValidationProblem(ApiProblem):
+    """The request was well-formed JSON but some fields are invalid; ``errors`` lists each one."""
+
+    problem_type = ProblemType(
+        slug="validation-error",
+        title="Validation failed",
+        status=422,
+        description=(
+            "One or more fields or parameters are invalid. `errors` lists each one with a `detail` "
+            "and either a JSON `pointer` into the body (RFC 6901, e.g. `#/name`) or the query "
+            "`parameter` name. Nothing was changed."
+        ),
+    )
+
+    def __init__(self, errors: list[dict[str, str]], *, status: int | None = None) -> None:
+        count = len(errors)
+        detail = f"{count} invalid field{'s' if count != 1 else ''}; see errors."
+        super().__init__(detail, status=status, errors=errors)
+
+
+class ApiRequest(Request):
+    """Request whose JSON parse errors say what is wrong (Flask's default detail is generic)."""
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        if e is None:  # not a JSON content type: Flask answers 415
+            return super().on_json_loading_failed(e)
+        # The decoder's message gives the position, never the body itself.
+        raise BadRequest(f"The request body is not valid JSON: {e}") from e
+
+
+def problem_response(
+    status: int,
+    *,
+    title: str | None = None,
+    detail: str | None = None,
+    type_uri: str = "about:blank",
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    """Build an ``application/problem+json`` response for the current request."""
+    body: dict[str, Any] = {
+        "type": type_uri,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail or HTTPStatus(status).description,
+        "instance": request.path,
+        "request_id": current_request_id(),
+    }
+    body.update(extensions)
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MEDIA_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if status >= 500:
+        # e.g. abort(500) or werkzeug's wrapper: the real cause goes to the log only.
+        logger.error("HTTP %s raised", status, exc_info=exc)
+        return problem_response(status, detail=GENERIC_500_DETAIL)
+    # Keep protocol headers such as Allow (405) or Retry-After; our body replaces theirs.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    extensions: dict[str, Any] = {}
+    data = getattr(exc, "data", None)  # Flask-RESTX abort()/reqparse attach details here
+    if isinstance(data, Mapping) and isinstance(data.get("errors"), Mapping):
+        extensions["errors"] = [
+            {"parameter": str(name), "detail": str(message)}
+            for name, message in data["errors"].items()
+        ]
+    return problem_response(status, detail=exc.description, headers=headers, **extensions)
+
+
+def _from_api_problem(problem: ApiProblem) -> Response:
+    problem_type = problem.problem_type
+    assert problem_type is not None
+    return problem_response(
+        problem.status,
+        title=problem_type.title,
+        detail=problem.detail,
+        type_uri=problem_type.uri,
+        headers=problem.headers,
+        **problem.extensions,
+    )
+
+
+def handle_exception(exc: Exception) -> Response:
+    if isinstance(exc, ApiProblem):
+        return _from_api_problem(exc)
+    if isinstance(exc, HTTPException):
+        return _from_http_exception(exc)
+    # Unexpected: full traceback to the log (with the request id), a generic body to the client.
+    got_request_exception.send(current_app._get_current_object(), exception=exc)  # type: ignore[attr-defined]
+    logger.error("Unhandled exception on %s %s", request.method, request.path, exc_info=exc)
+    return problem_response(500, detail=GENERIC_500_DETAIL)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.request_class = ApiRequest
+    app.register_error_handler(Exception, handle_exception)

@@ -1,0 +1,1 @@
+"""The course's first endpoint, laid out like every later feature: schemas, service, routes."""

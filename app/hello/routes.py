@@ -1,0 +1,37 @@
+"""``/api/v1/hello``: thin resources; the greeting itself lives in the service."""
+
+from __future__ import annotations
+
+from flask_restx import Namespace, Resource
+
+from app.api.models import problem
+from app.core.validation import validated_body
+from app.hello import service
+from app.hello.schemas import greeting, greeting_request
+
+ns = Namespace("hello", description="The course's first endpoint: a greeting")
+for model in (greeting, greeting_request):
+    ns.add_model(model.name, model)
+
+
+@ns.route("")
+class Hello(Resource):
+    @ns.doc("say_hello", description="Returns the course's first demo response.")
+    @ns.response(200, "The greeting", greeting)
+    def get(self) -> dict[str, str]:
+        return {"message": service.greet()}
+
+    @ns.doc(
+        "greet_by_name",
+        description="Greets someone by name. Shows request validation: every invalid field is "
+        "listed in one problem response.",
+    )
+    @ns.expect(greeting_request)
+    @ns.response(200, "The greeting", greeting)
+    @ns.response(400, "The body is not valid JSON", problem)
+    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
+    @ns.response(415, "The body is not application/json", problem)
+    @ns.response(422, "A field is missing, unknown or invalid", problem)
+    def post(self) -> dict[str, str]:
+        body = validated_body(greeting_request)
+        return {"message": service.greet(body["name"])}
