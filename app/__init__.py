@@ -12,8 +12,9 @@ from app.api.versioning import init_api_versioning
 from app.cli import register_cli
 from app.config import load_config
 from app.core.errors import register_error_handlers
-from app.core.logging import configure_logging, init_access_log
-from app.core.request_id import init_request_id
+from app.core.logging import configure_logging
+from app.core.middleware import RequestTrackingMiddleware
+from app.core.sessions import OnDemandCookieSessionInterface
 from app.extensions import health_checks
 from app.version import __version__
 
@@ -25,14 +26,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_config(config)
     app = Flask(__name__)
     app.config.from_mapping(settings)
+    app.session_interface = OnDemandCookieSessionInterface()
 
     configure_logging(app)
-    # Hook order matters: the request id exists before any other hook can log or fail.
-    init_request_id(app)
-    init_access_log(app)
     register_error_handlers(app)
     init_api_versioning(app)
     health_checks.init_app(app)
     create_api(app)
     register_cli(app)
+    # Outermost, so the request id and access log cover everything, versioning included.
+    app.wsgi_app = RequestTrackingMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -126,6 +126,9 @@ def load_config(
     settings.update(overrides)
     settings[ENV_VAR] = env_name
     validate_config(settings)
+    if env_name == "production" and environ.get("FLASK_DEBUG", "").strip().lower() in _TRUE:
+        # `flask run` would switch debug (and the interactive debugger) on after we validated.
+        raise ConfigError(f"refusing to start with {ENV_VAR}=production: FLASK_DEBUG is on.")
     return settings
 
 

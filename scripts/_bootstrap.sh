@@ -4,7 +4,11 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV_DIR="${VENV_DIR:-$ROOT/.venv}"   # scripts/checkpoints points this at a shared cache
-if [ -d "$VENV_DIR/Scripts" ]; then VENV_BIN="$VENV_DIR/Scripts"; else VENV_BIN="$VENV_DIR/bin"; fi
+
+_venv_bin() {  # Windows venvs (Git Bash) keep executables in Scripts/
+  if [ -d "$VENV_DIR/Scripts" ]; then VENV_BIN="$VENV_DIR/Scripts"; else VENV_BIN="$VENV_DIR/bin"; fi
+}
+_venv_bin
 
 _find_python() {
   local candidate
@@ -19,33 +23,36 @@ _find_python() {
   return 1
 }
 
-_fingerprint() {  # the lock's content plus the tool that installed it
-  local lock="$1"
-  { cat "$lock" "$ROOT/.python-version"; echo "${2:-}"; } | _sha256
-}
-
 _sha256() {
   if command -v sha256sum >/dev/null 2>&1; then sha256sum | cut -d' ' -f1
   else shasum -a 256 | cut -d' ' -f1; fi
 }
 
+_fingerprint() {  # a lock's content plus the Python version it targets
+  cat "$ROOT/$1" "$ROOT/.python-version" | _sha256
+}
+
+# bootstrap LOCK [ALSO_ACCEPTED_LOCK]: install LOCK unless the venv already holds LOCK or, when
+# given, ALSO_ACCEPTED_LOCK (the dev lock is a superset of the runtime lock at the same versions).
 bootstrap() {
-  local lock="$ROOT/$1" stamp="$VENV_DIR/.installed-lock" tool want python
-  if command -v uv >/dev/null 2>&1 && [ "${TASKAPI_NO_UV:-}" != "1" ]; then tool=uv; else tool=pip; fi
-  want="$(_fingerprint "$lock" "$tool")"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV_BIN/python" ]; then
-    return 0
+  local lock="$1" also="${2:-}" stamp="$VENV_DIR/.installed-lock" installed="" python
+  [ -f "$stamp" ] && [ -x "$VENV_BIN/python" ] && installed="$(cat "$stamp")"
+  if [ -n "$installed" ]; then
+    [ "$installed" = "$(_fingerprint "$lock")" ] && return 0
+    [ -n "$also" ] && [ "$installed" = "$(_fingerprint "$also")" ] && return 0
   fi
-  echo "Installing $(basename "$lock") into ${VENV_DIR/#$ROOT\//} ($tool)..." >&2
-  if [ "$tool" = uv ]; then
+  if command -v uv >/dev/null 2>&1 && [ "${TASKAPI_NO_UV:-}" != "1" ]; then
+    echo "Installing $lock into $VENV_DIR (uv)..." >&2
     [ -x "$VENV_BIN/python" ] || uv venv --quiet --python "$(cat "$ROOT/.python-version")" "$VENV_DIR"
-    VIRTUAL_ENV="$VENV_DIR" uv pip sync --quiet --require-hashes "$lock"
+    _venv_bin
+    VIRTUAL_ENV="$VENV_DIR" uv pip sync --quiet --require-hashes "$ROOT/$lock"
   else
+    echo "Installing $lock into $VENV_DIR (pip)..." >&2
     python="$(_find_python)" || return 1
     [ -x "$VENV_BIN/python" ] || "$python" -m venv "$VENV_DIR"
+    _venv_bin
     "$VENV_BIN/python" -m pip install --quiet --disable-pip-version-check \
-      --require-hashes --no-deps -r "$lock"
+      --require-hashes --no-deps -r "$ROOT/$lock"
   fi
-  if [ -d "$VENV_DIR/Scripts" ]; then VENV_BIN="$VENV_DIR/Scripts"; else VENV_BIN="$VENV_DIR/bin"; fi
-  echo "$want" >"$stamp"
+  _fingerprint "$lock" >"$stamp"
 }

@@ -33,16 +33,16 @@ def _describe(slug: str) -> dict[str, Any]:
 
 @ns.route("")
 class ProblemTypeList(Resource):
-    @ns.doc("list_problem_types")
+    @ns.doc("list_problem_types", description="Every problem `type` this API can return.")
     @ns.marshal_list_with(problem_type, code=200, description="Every problem type this API returns")
     def get(self) -> list[dict[str, Any]]:
         return [_describe(slug) for slug in sorted(ApiProblem.catalog)]
 
 
 @ns.route("/<string:slug>")
-@ns.param("slug", "Problem type name", example="validation-error")
+@ns.param("slug", "Problem type name", **{"x-example": "validation-error"})  # Swagger 2 form
 class ProblemTypeDetail(Resource):
-    @ns.doc("get_problem_type")
+    @ns.doc("get_problem_type", description="What one problem `type` URI means.")
     @ns.response(200, "The problem type", problem_type)
     @ns.response(404, "No such problem type", problem)
     def get(self, slug: str) -> dict[str, Any]:

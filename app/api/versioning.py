@@ -2,8 +2,8 @@
 
 ``GET /api/v1/hello`` and ``GET /api/hello`` with ``Accept-Version: 1`` reach the same resource;
 ``GET /api/hello`` without the header gets the latest version. A tiny WSGI middleware rewrites
-unversioned paths before Flask routes them; Flask hooks then reject unsupported or conflicting
-versions with a problem response and report the served version in ``API-Version``.
+unversioned paths before Flask routes them and reports the served version in ``API-Version``; a
+Flask hook rejects unsupported or conflicting versions with a problem response.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, request
 
 from app.core.errors import ApiProblem, ProblemType
 
@@ -22,13 +22,12 @@ VERSION_REQUEST_HEADER = "Accept-Version"
 VERSION_RESPONSE_HEADER = "API-Version"
 
 _API_PREFIX = "/api"
-_VERSIONED_PATH = re.compile(r"/api/v([^/]*)(?:/|$)")
+_VERSIONED_PATH = re.compile(r"/api/v([0-9]+)(?:/|$)")  # /api/views is not a version
 _HEADER_VALUE = re.compile(r"[vV]?([0-9]{1,4})")
 
 # Keys the middleware leaves in the WSGI environ for the Flask hooks.
 _ENV_VERSION = "taskapi.api_version"
 _ENV_SOURCE = "taskapi.api_version_source"  # "url" or "header"
-_ENV_REQUESTED = "taskapi.api_version_requested"
 
 
 class UnsupportedApiVersion(ApiProblem):
@@ -59,6 +58,15 @@ def _normalise(header_value: str | None) -> str | None:
     return str(int(match.group(1))) if match else ""
 
 
+def _add_vary(headers: list[tuple[str, str]], name: str) -> None:
+    """Add ``name`` to an existing Vary header rather than sending a second one."""
+    for index, (key, value) in enumerate(headers):
+        if key.lower() == "vary":
+            headers[index] = (key, f"{value}, {name}")
+            return
+    headers.append(("Vary", name))
+
+
 class ApiVersionMiddleware:
     """Rewrites ``/api/<path>`` to ``/api/v<N>/<path>``; cheap for every other path."""
 
@@ -67,20 +75,29 @@ class ApiVersionMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
-        if path.startswith(_API_PREFIX + "/"):
-            match = _VERSIONED_PATH.match(path)
-            if match:
-                environ[_ENV_VERSION] = match.group(1)
-                environ[_ENV_SOURCE] = "url"
-            else:
-                requested = _normalise(environ.get("HTTP_ACCEPT_VERSION"))
-                version = LATEST_VERSION if requested is None else requested
-                environ[_ENV_VERSION] = version
-                environ[_ENV_SOURCE] = "header"
-                if version in SUPPORTED_VERSIONS:
-                    environ["PATH_INFO"] = f"{_API_PREFIX}/v{version}{path[len(_API_PREFIX) :]}"
-            environ[_ENV_REQUESTED] = environ.get("HTTP_ACCEPT_VERSION")
-        return self.wsgi_app(environ, start_response)
+        if not path.startswith(_API_PREFIX + "/"):
+            return self.wsgi_app(environ, start_response)
+
+        match = _VERSIONED_PATH.match(path)
+        if match:
+            version, source = match.group(1), "url"
+        else:
+            requested = _normalise(environ.get("HTTP_ACCEPT_VERSION"))
+            version, source = (LATEST_VERSION if requested is None else requested), "header"
+            if version in SUPPORTED_VERSIONS:
+                environ["PATH_INFO"] = f"{_API_PREFIX}/v{version}{path[len(_API_PREFIX) :]}"
+        environ[_ENV_VERSION] = version
+        environ[_ENV_SOURCE] = source
+        if version not in SUPPORTED_VERSIONS:
+            return self.wsgi_app(environ, start_response)  # the Flask hook answers with a problem
+
+        def reporting_start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+            headers.append((VERSION_RESPONSE_HEADER, version))
+            if source == "header":  # caches must key unversioned URLs on the header
+                _add_vary(headers, VERSION_REQUEST_HEADER)
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, reporting_start_response)
 
 
 def _supported() -> dict[str, Any]:
@@ -106,7 +123,7 @@ def init_api_versioning(app: Flask) -> None:
                 status=406,
                 **_supported(),
             )
-        requested = request.environ.get(_ENV_REQUESTED)
+        requested = request.environ.get("HTTP_ACCEPT_VERSION")
         from_url = request.environ[_ENV_SOURCE] == "url"
         if from_url and requested is not None and _normalise(requested) != version:
             raise ApiVersionConflict(
@@ -114,12 +131,3 @@ def init_api_versioning(app: Flask) -> None:
                 "send one or make them agree.",
                 **_supported(),
             )
-
-    @app.after_request
-    def _report_api_version(response: Response) -> Response:
-        version = request.environ.get(_ENV_VERSION)
-        if version in SUPPORTED_VERSIONS:
-            response.headers[VERSION_RESPONSE_HEADER] = version
-            if request.environ[_ENV_SOURCE] == "header":
-                response.vary.add(VERSION_REQUEST_HEADER)
-        return response

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -89,8 +90,46 @@ class ValidationProblem(ApiProblem):
         super().__init__(detail, status=status, errors=errors)
 
 
+MAX_JSON_DEPTH = 32
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_body_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why a parsed JSON body is unacceptable, or None. Iterative, so no recursion to exhaust.
+
+    Too deep: no legitimate body nests 32 levels, and validators recurse. Lone surrogates
+    (``"\\ud800"``): valid JSON escapes, but not Unicode text; nothing could store or print them.
+    """
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, str):
+            if _LONE_SURROGATE.search(current):
+                return "contains a lone UTF-16 surrogate escape, which is not valid Unicode text"
+        elif isinstance(current, dict | list):
+            if depth > max_depth:
+                return f"nests deeper than {max_depth} levels"
+            if isinstance(current, dict):
+                stack.extend((key, depth) for key in current)
+                stack.extend((child, depth + 1) for child in current.values())
+            else:
+                stack.extend((child, depth + 1) for child in current)
+    return None
+
+
 class ApiRequest(Request):
-    """Request whose JSON parse errors say what is wrong (Flask's default detail is generic)."""
+    """Request whose JSON problems are clear 400s: Flask's default detail is generic, and a body
+    nested deeply enough exhausts the parser's recursion, which would otherwise be a 500."""
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            value = super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:
+            raise BadRequest("The request body is not valid JSON: nested too deeply.") from None
+        problem = json_body_problem(value)
+        if problem is not None:
+            raise BadRequest(f"The request body {problem}.")
+        return value
 
     def on_json_loading_failed(self, e: ValueError | None) -> Any:
         if e is None:  # not a JSON content type: Flask answers 415
@@ -132,6 +171,8 @@ def _from_http_exception(exc: HTTPException) -> Response:
         return problem_response(status, detail=GENERIC_500_DETAIL)
     # Keep protocol headers such as Allow (405) or Retry-After; our body replaces theirs.
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    if "Allow" in headers:  # werkzeug builds it from a set; a stable order is kinder to clients
+        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
     extensions: dict[str, Any] = {}
     data = getattr(exc, "data", None)  # Flask-RESTX abort()/reqparse attach details here
     if isinstance(data, Mapping) and isinstance(data.get("errors"), Mapping):

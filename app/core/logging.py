@@ -10,12 +10,12 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TextIO
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask
 
-ACCESS_LOGGER = "app.access"
+from app.core.request_id import request_id_var
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_RECORD_ATTRS = frozenset(
@@ -24,14 +24,13 @@ _STANDARD_RECORD_ATTRS = frozenset(
 )
 # Extra fields whose names suggest a secret are masked, whatever a caller passes.
 _SENSITIVE_MARKERS = ("password", "secret", "token", "authorization", "cookie", "api_key")
-_MAX_USER_AGENT = 256
 
 
 class RequestContextFilter(logging.Filter):
     """Stamps the current request id (or None outside a request) on every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = g.get("request_id") if has_request_context() else None
+        record.request_id = request_id_var.get()
         return True
 
 
@@ -39,18 +38,39 @@ class DropDevServerAccessLines(logging.Filter):
     """Werkzeug's development server logs each request; our access log already does, with more."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "werkzeug" and record.msg == '"%s" %s %s')
+        # werkzeug.serving logs '<addr> - - [<date>] "%s" %s %s' (request line, status, size).
+        return not (
+            record.name == "werkzeug"
+            and isinstance(record.msg, str)
+            and record.msg.endswith('] "%s" %s %s')
+        )
+
+
+@lru_cache(maxsize=1024)
+def _is_sensitive(key: str) -> bool:
+    lowered = key.lower()
+    return any(marker in lowered for marker in _SENSITIVE_MARKERS)
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    fields = {}
-    for key, value in record.__dict__.items():
-        if key in _STANDARD_RECORD_ATTRS or key.startswith("_"):
-            continue
-        if any(marker in key.lower() for marker in _SENSITIVE_MARKERS):
-            value = "[redacted]"
-        fields[key] = value
-    return fields
+    return {
+        key: "[redacted]" if _is_sensitive(key) else value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD_RECORD_ATTRS and not key.startswith("_")
+    }
+
+
+@lru_cache(maxsize=4)
+def _utc_second(epoch_second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
+
+
+def _iso_utc(record: logging.LogRecord) -> str:
+    """``2026-11-26T10:00:00.123Z``; the seconds part is formatted once per second."""
+    return f"{_utc_second(int(record.created))}.{int(record.msecs):03d}Z"
+
+
+_encode_json = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,9 +78,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "timestamp": _iso_utc(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -69,7 +87,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extra_fields(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _encode_json(entry)
 
 
 class TextFormatter(logging.Formatter):
@@ -79,8 +97,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        if not hasattr(record, "request_id"):
-            record.request_id = None
+        record.request_id = getattr(record, "request_id", None) or "-"
         return super().format(record)
 
 
@@ -102,38 +119,6 @@ def configure_logging(app: Flask, stream: TextIO | None = None) -> logging.Handl
     handler.addFilter(DropDevServerAccessLines())
     root.addHandler(handler)
     root.setLevel(str(app.config["LOG_LEVEL"]).upper())
+    # Flask pins its "app" logger to DEBUG in debug mode, for the whole process; LOG_LEVEL rules.
+    app.logger.setLevel(logging.NOTSET)
     return handler
-
-
-def init_access_log(app: Flask) -> None:
-    """Log one line per request: method, path (no query string), status, duration, client."""
-    access_logger = logging.getLogger(ACCESS_LOGGER)
-
-    @app.before_request
-    def _start_timer() -> None:
-        g.request_started = time.perf_counter()
-
-    @app.after_request
-    def _log_request(response: Response) -> Response:
-        # Probes hit /health constantly; keep them out of INFO so real traffic stays readable.
-        level = logging.DEBUG if request.path.startswith("/health/") else logging.INFO
-        if access_logger.isEnabledFor(level):
-            started = g.get("request_started")
-            duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
-            access_logger.log(
-                level,
-                "%s %s %s %sms",
-                request.method,
-                request.path,
-                response.status_code,
-                duration_ms,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": duration_ms,
-                    "remote_addr": request.remote_addr,
-                    "user_agent": (request.user_agent.string or "")[:_MAX_USER_AGENT],
-                },
-            )
-        return response

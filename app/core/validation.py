@@ -82,13 +82,12 @@ def _message(keyword: str, limit: Any) -> str:
 def schema_errors(schema: dict[str, Any], payload: Any) -> list[dict[str, str]]:
     """Every violation of ``schema`` in ``payload``, as ``{"pointer", "detail"}`` items."""
     validator = Draft4Validator(schema, format_checker=FormatChecker())
-    errors: list[dict[str, str]] = []
-    for error in sorted(
-        validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path))
-    ):
-        for path, message in _describe(error):
-            errors.append({"pointer": json_pointer(path), "detail": message})
-    return errors
+    errors = [
+        {"pointer": json_pointer(path), "detail": message}
+        for error in validator.iter_errors(payload)
+        for path, message in _describe(error)
+    ]
+    return sorted(errors, key=lambda e: (e["pointer"], e["detail"]))  # stable order for clients
 
 
 def validated_body(model: Model) -> dict[str, Any]:

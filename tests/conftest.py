@@ -1,0 +1,89 @@
+"""Shared fixtures: a testing app, a production-configured app, and captured log lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+
+# Long and random-looking: production accepts it. Only tests use it.
+PRODUCTION_TEST_SECRET = "kq3V9x0bM8uZr2tLw7pYc4nJd6hEa1sGf5iTo"
+
+
+def make_app(env: str = "testing", **overrides: Any) -> Flask:
+    config: dict[str, Any] = {"APP_ENV": env}
+    if env == "production":
+        config["SECRET_KEY"] = PRODUCTION_TEST_SECRET
+    config.update(overrides)
+    return create_app(config)
+
+
+@pytest.fixture
+def app() -> Flask:
+    return make_app("testing")
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def production_app() -> Flask:
+    return make_app("production")
+
+
+@pytest.fixture(params=["testing", "production"])
+def any_app(request: pytest.FixtureRequest) -> Flask:
+    """Runs a test once per configuration: production must answer like the tested one."""
+    return make_app(request.param)
+
+
+@pytest.fixture
+def any_client(any_app: Flask) -> FlaskClient:
+    return any_app.test_client()
+
+
+class CapturedLog:
+    """The text our logging handler wrote since the fixture started."""
+
+    def __init__(self, buffer: io.StringIO) -> None:
+        self._buffer = buffer
+
+    @property
+    def text(self) -> str:
+        return self._buffer.getvalue()
+
+    def lines(self) -> list[str]:
+        return [line for line in self.text.splitlines() if line]
+
+    def records(self) -> list[dict[str, Any]]:
+        """JSON lines parsed (only valid when LOG_FORMAT=json)."""
+        return [json.loads(line) for line in self.lines()]
+
+
+@pytest.fixture
+def capture_log() -> Iterator[Callable[[Flask], CapturedLog]]:
+    """``capture_log(app)`` points our root handler at a buffer (call it after creating the app)."""
+    handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
+
+    def start(_app: Flask) -> CapturedLog:
+        ours = [h for h in logging.getLogger().handlers if getattr(h, "taskapi_handler", False)]
+        assert len(ours) == 1, "create_app installs exactly one handler"
+        handler = ours[0]
+        assert isinstance(handler, logging.StreamHandler)
+        buffer = io.StringIO()
+        handlers.append((handler, handler.setStream(buffer)))
+        return CapturedLog(buffer)
+
+    yield start
+    for handler, previous in handlers:
+        handler.setStream(previous)
