@@ -16,6 +16,7 @@ from app.core.logging import configure_logging
 from app.core.middleware import RequestTrackingMiddleware
 from app.core.sessions import OnDemandCookieSessionInterface
 from app.extensions import health_checks
+from app.tasks import init_tasks
 from app.version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -32,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     init_api_versioning(app)
     health_checks.init_app(app)
+    init_tasks(app)
     create_api(app)
     register_cli(app)
     # Outermost, so the request id and access log cover everything, versioning included.

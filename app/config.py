@@ -51,6 +51,10 @@ class BaseConfig:
     # Largest accepted request body in bytes; larger bodies get 413.
     MAX_CONTENT_LENGTH = 1024 * 1024
 
+    # Task storage: "memory" (chapter 3 adds a database). Demo tasks are seeded in development.
+    TASK_STORAGE = "memory"
+    SEED_DEMO_DATA = False
+
     # Swagger / Flask-RESTX.
     API_TITLE = "Task Management API"
     RESTX_MASK_SWAGGER = False  # no X-Fields parameter on every operation
@@ -64,6 +68,7 @@ class DevelopmentConfig(BaseConfig):
     DEBUG = True
     LOG_LEVEL = "DEBUG"
     LOG_FORMAT = "text"
+    SEED_DEMO_DATA = True
 
 
 class TestingConfig(BaseConfig):
@@ -139,6 +144,10 @@ def validate_config(settings: Mapping[str, Any]) -> None:
         problems.append(f"LOG_FORMAT must be 'json' or 'text', got {settings['LOG_FORMAT']!r}")
     if str(settings["LOG_LEVEL"]).upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         problems.append(f"LOG_LEVEL must be a logging level name, got {settings['LOG_LEVEL']!r}")
+    if settings.get("TASK_STORAGE") not in {"memory"}:
+        problems.append(f"TASK_STORAGE must be 'memory', got {settings.get('TASK_STORAGE')!r}")
+    if settings[ENV_VAR] in {"testing", "production"} and settings.get("SEED_DEMO_DATA"):
+        problems.append("SEED_DEMO_DATA is only for development")
     if settings[ENV_VAR] == "production":
         secret = settings.get("SECRET_KEY")
         if not secret:

@@ -15,6 +15,7 @@ from app.api import health, problems
 from app.api.models import SHARED_MODELS
 from app.api.versioning import SUPPORTED_VERSIONS, VERSION_REQUEST_HEADER, VERSION_RESPONSE_HEADER
 from app.hello import routes as hello
+from app.tasks import routes as tasks
 from app.version import __version__
 
 API_V1 = "/api/v1"
@@ -66,6 +67,7 @@ def create_api(app: Flask) -> Api:
     )
     for model in SHARED_MODELS:
         api.models[model.name] = model
+    api.add_namespace(tasks.ns, path=f"{API_V1}/tasks")
     api.add_namespace(hello.ns, path=f"{API_V1}/hello")
     api.add_namespace(health.ns, path="/health")
     api.add_namespace(problems.ns, path="/problems")

@@ -1,0 +1,78 @@
+"""The Task domain model: plain, immutable values; storage and HTTP live elsewhere."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Lifecycle: todo -> in_progress -> done, with blocked and cancelled on the side."""
+
+    TODO = "todo"
+    IN_PROGRESS = "in_progress"
+    BLOCKED = "blocked"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+# Allowed status changes. Closed tasks (done, cancelled) can only be reopened to todo.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.TODO: frozenset({Status.IN_PROGRESS, Status.BLOCKED, Status.DONE, Status.CANCELLED}),
+    Status.IN_PROGRESS: frozenset({Status.TODO, Status.BLOCKED, Status.DONE, Status.CANCELLED}),
+    Status.BLOCKED: frozenset({Status.TODO, Status.IN_PROGRESS, Status.CANCELLED}),
+    Status.DONE: frozenset({Status.TODO}),
+    Status.CANCELLED: frozenset({Status.TODO}),
+}
+
+# Sort ranks: status follows the lifecycle, priority its urgency (not the alphabet).
+STATUS_RANK = {status: rank for rank, status in enumerate(Status)}
+PRIORITY_RANK = {priority: rank for rank, priority in enumerate(Priority)}
+
+
+def can_transition(current: Status, new: Status) -> bool:
+    return current == new or new in TRANSITIONS[current]
+
+
+def utc_now() -> datetime:
+    """Now, in UTC, at millisecond precision (what the API shows and what round-trips exactly)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def new_task_id(timestamp_ms: int | None = None, random_bytes: bytes | None = None) -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits.
+
+    Unique without coordination (creatable anywhere, in bulk, on any shard), not guessable from
+    other ids, and time-ordered, which keeps database indexes compact (chapter 3).
+    """
+    ms = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    rand = int.from_bytes(random_bytes if random_bytes is not None else os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | rand & (2**80 - 1)
+    value = value & ~(0xF << 76) | (0x7 << 76)  # version 7
+    value = value & ~(0x3 << 62) | (0x2 << 62)  # RFC 9562 variant
+    return uuid.UUID(int=value)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: uuid.UUID
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    description: str | None = None
+    status: Status = Status.TODO
+    priority: Priority = Priority.MEDIUM
+    due_date: datetime | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,295 @@
+"""``/api/v1/tasks``: thin resources. Parse and validate, call the service, shape the response."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Response, request
+from flask_restx import Namespace, Resource
+
+from app.api.models import problem
+from app.core.errors import ValidationProblem
+from app.core.http_cache import (
+    WRITE_CACHE_CONTROL,
+    dump_json,
+    etag_of,
+    if_match_precondition,
+    json_response,
+)
+from app.core.validation import schema_errors
+from app.tasks import task_service
+from app.tasks.models import Task
+from app.tasks.repository import Page
+from app.tasks.schemas import (
+    BULK_MAX_OPERATIONS,
+    LIST_PARAMS_DOC,
+    MODELS,
+    bulk_request,
+    bulk_response,
+    parse_task_id,
+    parse_task_query,
+    task,
+    task_input,
+    task_page,
+    task_patch,
+    task_to_dict,
+)
+from app.tasks.service import BulkOperation, BulkResult, Precondition, TaskNotFound
+
+ns = Namespace(
+    "tasks",
+    description="Tasks: CRUD, filtering, sorting, pagination, bulk changes, ETags "
+    "(If-None-Match for 304, If-Match for optimistic concurrency)",
+)
+for _model in MODELS:
+    ns.add_model(_model.name, _model)
+
+_ETAG_HEADER = {"ETag": {"type": "string", "description": "Strong validator of this response"}}
+_IF_MATCH = "ETag from an earlier read; 412 if the task changed since (optional)"
+
+
+def task_etag(item: Task) -> str:
+    """The ETag a GET of this task returns (hash of its exact bytes)."""
+    return etag_of(dump_json(task_to_dict(item)))
+
+
+def _precondition() -> Precondition | None:
+    check = if_match_precondition()
+    return None if check is None else _etag_check(check)
+
+
+def _task_response(item: Task, status: int = 200, **headers: str) -> Response:
+    cache = (
+        {} if status == 200 and request.method == "GET" else {"cache_control": WRITE_CACHE_CONTROL}
+    )
+    return json_response(task_to_dict(item), status, headers=headers, **cache)
+
+
+def _json_body() -> Any:
+    return request.get_json()  # 400 if malformed, 415 if not JSON
+
+
+def _link_header(page: Page) -> str:
+    """RFC 8288 links to the first, previous, next and last pages, keeping every other parameter."""
+    params = [(k, v) for k, v in request.args.items(multi=True) if k != "page"]
+
+    def url(number: int) -> str:
+        return f"{request.path}?{urlencode([*params, ('page', str(number))])}"
+
+    links = [(1, "first")]
+    if page.page > 1:
+        links.append((page.page - 1, "prev"))
+    if page.page < page.pages:
+        links.append((page.page + 1, "next"))
+    links.append((page.pages, "last"))
+    return ", ".join(f'<{url(number)}>; rel="{rel}"' for number, rel in links)
+
+
+@ns.route("")
+class TaskCollection(Resource):
+    @ns.doc(
+        "list_tasks", description="Filter, sort and page through tasks.", params=LIST_PARAMS_DOC
+    )
+    @ns.response(
+        200,
+        "One page of tasks; Link has first/prev/next/last",
+        task_page,
+        headers={**_ETAG_HEADER, "Link": {"type": "string", "description": "RFC 8288"}},
+    )
+    @ns.response(304, "Not modified: your If-None-Match still matches")
+    @ns.response(400, "A query parameter is invalid or unknown; errors lists each", problem)
+    def get(self) -> Response:
+        page = task_service().list(parse_task_query(request.args))
+        body = {
+            "items": [task_to_dict(item) for item in page.items],
+            "page": page.page,
+            "per_page": page.per_page,
+            "total": page.total,
+            "pages": page.pages,
+        }
+        return json_response(body, headers={"Link": _link_header(page)})
+
+    @ns.doc("create_task", description="Create a task. Read-only fields are ignored.")
+    @ns.expect(task_input)
+    @ns.response(201, "Created; Location points at it", task, headers=_ETAG_HEADER)
+    @ns.response(400, "The body is not valid JSON", problem)
+    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
+    @ns.response(415, "The body is not application/json", problem)
+    @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
+    def post(self) -> Response:
+        created = task_service().create(_json_body())
+        return _task_response(created, 201, Location=f"{request.path}/{created.id}")
+
+
+@ns.route("/<string:task_id>")
+@ns.param(
+    "task_id", "The task id (a UUID)", **{"x-example": "01935d3e-8f2a-7c4e-9b1d-2f6a8c0e4b7d"}
+)
+class TaskItem(Resource):
+    @ns.doc("get_task", description="One task. Send If-None-Match with its ETag to get 304.")
+    @ns.response(200, "The task", task, headers=_ETAG_HEADER)
+    @ns.response(304, "Not modified: your If-None-Match still matches")
+    @ns.response(404, "No such task", problem)
+    def get(self, task_id: str) -> Response:
+        return _task_response(task_service().get(_task_id(task_id)))
+
+    @ns.doc(
+        "replace_task",
+        description="Replace every writable field (omitted ones reset to "
+        "their defaults). Read-only fields are ignored.",
+    )
+    @ns.header("If-Match", _IF_MATCH)
+    @ns.expect(task_input)
+    @ns.response(200, "The replaced task", task, headers=_ETAG_HEADER)
+    @ns.response(400, "The body is not valid JSON", problem)
+    @ns.response(404, "No such task", problem)
+    @ns.response(409, "The status change is not allowed by the lifecycle", problem)
+    @ns.response(412, "If-Match no longer matches: the task changed", problem)
+    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
+    @ns.response(415, "The body is not application/json", problem)
+    @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
+    def put(self, task_id: str) -> Response:
+        replaced = task_service().replace(
+            _task_id(task_id), _json_body(), precondition=_precondition()
+        )
+        return _task_response(replaced)
+
+    @ns.doc(
+        "patch_task",
+        description="JSON Merge Patch (RFC 7396): send only what changes; "
+        "null clears description, due_date or tags. Content-Type application/merge-patch+json "
+        "or application/json.",
+    )
+    @ns.header("If-Match", _IF_MATCH)
+    @ns.expect(task_patch)
+    @ns.response(200, "The updated task", task, headers=_ETAG_HEADER)
+    @ns.response(400, "The body is not valid JSON", problem)
+    @ns.response(404, "No such task", problem)
+    @ns.response(409, "The status change is not allowed by the lifecycle", problem)
+    @ns.response(412, "If-Match no longer matches: the task changed", problem)
+    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
+    @ns.response(415, "The body is not JSON", problem)
+    @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
+    def patch(self, task_id: str) -> Response:
+        patched = task_service().patch(
+            _task_id(task_id), _json_body(), precondition=_precondition()
+        )
+        return _task_response(patched)
+
+    @ns.doc("delete_task", description="Delete a task.")
+    @ns.header("If-Match", _IF_MATCH)
+    @ns.response(204, "Deleted")
+    @ns.response(404, "No such task", problem)
+    @ns.response(412, "If-Match no longer matches: the task changed", problem)
+    def delete(self, task_id: str) -> Response:
+        task_service().delete(_task_id(task_id), precondition=_precondition())
+        return Response(status=204, headers={"Cache-Control": WRITE_CACHE_CONTROL})
+
+
+_BULK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["operations"],
+    "additionalProperties": False,
+    "properties": {
+        "operations": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": BULK_MAX_OPERATIONS,
+            "items": {
+                "type": "object",
+                "required": ["op"],
+                "additionalProperties": False,
+                "properties": {
+                    "op": {"enum": ["create", "update", "delete"]},
+                    "id": {"type": "string"},
+                    "task": {"type": "object"},
+                    "changes": {"type": "object"},
+                    "if_match": {"type": "string", "maxLength": 1000},
+                },
+            },
+        }
+    },
+}
+# Which members each kind of operation needs, and which it must not have.
+_BULK_SHAPE = {
+    "create": ({"task"}, {"id", "changes", "if_match"}),
+    "update": ({"id", "changes"}, {"task"}),
+    "delete": ({"id"}, {"task", "changes"}),
+}
+
+
+def _bulk_operations(body: Any) -> list[BulkOperation]:
+    """Check the envelope and each operation's shape; field values are the service's job."""
+    errors = schema_errors(_BULK_SCHEMA, body)
+    if errors:
+        raise ValidationProblem(errors)
+    operations: list[BulkOperation] = []
+    for index, raw in enumerate(body["operations"]):
+        at = f"#/operations/{index}"
+        required, forbidden = _BULK_SHAPE[raw["op"]]
+        errors += [
+            {"pointer": f"{at}/{name}", "detail": "is required"}
+            for name in sorted(required - raw.keys())
+        ]
+        errors += [
+            {"pointer": f"{at}/{name}", "detail": f"is not allowed for {raw['op']}"}
+            for name in sorted(forbidden & raw.keys())
+        ]
+        task_id = parse_task_id(raw["id"]) if "id" in raw else None
+        if "id" in raw and task_id is None:
+            errors.append({"pointer": f"{at}/id", "detail": "must be a UUID"})
+        check = if_match_precondition(raw["if_match"]) if "if_match" in raw else None
+        operations.append(
+            BulkOperation(
+                op=raw["op"],
+                task_id=task_id,
+                document=raw.get("task", raw.get("changes")),
+                precondition=None if check is None else _etag_check(check),
+            )
+        )
+    if errors:
+        raise ValidationProblem(errors)
+    return operations
+
+
+def _etag_check(check: Any) -> Precondition:
+    return lambda current: check(task_etag(current))
+
+
+def _bulk_result(result: BulkResult) -> dict[str, Any]:
+    return {
+        "index": result.index,
+        "op": result.op,
+        "status": result.status,
+        "id": str(result.task_id),
+        "task": task_to_dict(result.task) if result.task is not None else None,
+    }
+
+
+@ns.route("/bulk")
+class TaskBulk(Resource):
+    @ns.doc(
+        "bulk_tasks",
+        description="Up to 100 create/update/delete operations, applied in order and atomically: "
+        "if one fails, none is applied and the problem lists every failing operation.",
+    )
+    @ns.expect(bulk_request)
+    @ns.response(200, "Every operation applied; one result each, in order", bulk_response)
+    @ns.response(400, "The body is not valid JSON", problem)
+    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
+    @ns.response(415, "The body is not application/json", problem)
+    @ns.response(422, "The request or an operation is invalid; nothing was applied", problem)
+    def post(self) -> Response:
+        results = task_service().bulk(_bulk_operations(_json_body()))
+        return json_response(
+            {"results": [_bulk_result(r) for r in results]}, cache_control=WRITE_CACHE_CONTROL
+        )
+
+
+def _task_id(raw: str) -> uuid.UUID:
+    parsed = parse_task_id(raw)
+    if parsed is None:  # not a UUID, so it names no task
+        raise TaskNotFound()
+    return parsed

@@ -1,0 +1,230 @@
+"""Task use cases, free of HTTP: create, read, list, replace, patch, delete, bulk.
+
+Every write runs inside ``repository.atomic()``, so a precondition check and the write it guards
+are one step: two clients holding the same ETag cannot both win.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from app.core.errors import ApiProblem, ProblemType, ValidationProblem
+from app.core.merge_patch import merge_patch
+from app.tasks.models import Status, Task, can_transition, new_task_id, utc_now
+from app.tasks.repository import Page, TaskQuery, TaskRepository
+from app.tasks.schemas import task_document, task_fields
+
+# Called with the current task; False means "it changed since the client read it".
+Precondition = Callable[[Task], bool]
+
+
+class TaskNotFound(ApiProblem):
+    problem_type = ProblemType(
+        slug="task-not-found",
+        title="Task not found",
+        status=404,
+        description="No task has this id; it may have been deleted.",
+    )
+
+    def __init__(self) -> None:
+        super().__init__("There is no task with this id.")
+
+
+class PreconditionFailed(ApiProblem):
+    problem_type = ProblemType(
+        slug="precondition-failed",
+        title="Precondition failed",
+        status=412,
+        description="The If-Match ETag no longer matches: the resource changed since you read "
+        "it. GET it again, reapply your change to the new version, and retry.",
+    )
+
+
+class InvalidStatusTransition(ApiProblem):
+    problem_type = ProblemType(
+        slug="invalid-status-transition",
+        title="Invalid status transition",
+        status=409,
+        description="The task's lifecycle does not allow this status change (for example "
+        "done -> in_progress; reopen to todo first). `allowed` lists the possible next statuses.",
+    )
+
+
+class BulkOperationFailed(ApiProblem):
+    problem_type = ProblemType(
+        slug="bulk-operation-failed",
+        title="Bulk operation failed",
+        status=422,
+        description="At least one operation failed, so none was applied. `errors` has one "
+        "entry per failed operation: its `index` and the problem it would have returned alone.",
+    )
+
+
+@dataclass(frozen=True)
+class BulkOperation:
+    op: Literal["create", "update", "delete"]
+    task_id: uuid.UUID | None = None
+    document: Mapping[str, Any] | None = None  # create: the task; update: a merge patch
+    precondition: Precondition | None = None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    index: int
+    op: str
+    status: int
+    task_id: uuid.UUID
+    task: Task | None
+
+
+class TaskService:
+    def __init__(
+        self,
+        repository: TaskRepository,
+        *,
+        clock: Callable[[], Any] = utc_now,
+        new_id: Callable[[], uuid.UUID] = new_task_id,
+    ) -> None:
+        self.repository = repository
+        self._clock = clock
+        self._new_id = new_id
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def get(self, task_id: uuid.UUID) -> Task:
+        task = self.repository.get(task_id)
+        if task is None:
+            raise TaskNotFound()
+        return task
+
+    def list(self, query: TaskQuery) -> Page:
+        page = self.repository.find(query)
+        if query.page > page.pages:
+            raise ValidationProblem(
+                [{"parameter": "page", "detail": f"must be at most {page.pages} (the last page)"}],
+                status=400,
+            )
+        return page
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def create(self, document: Any, *, pointer: str = "#") -> Task:
+        values = task_fields(document, pointer)
+        now = self._clock()
+        task = Task(id=self._new_id(), created_at=now, updated_at=now, **values)
+        with self.repository.atomic():
+            self.repository.add(task)
+        return task
+
+    def replace(
+        self, task_id: uuid.UUID, document: Any, *, precondition: Precondition | None = None
+    ) -> Task:
+        """PUT: the document replaces every writable field; omitted ones take their defaults."""
+        values = task_fields(document)
+        with self.repository.atomic():
+            current = self._current(task_id, precondition)
+            return self._save(current, values)
+
+    def patch(
+        self,
+        task_id: uuid.UUID,
+        changes: Any,
+        *,
+        precondition: Precondition | None = None,
+        pointer: str = "#",
+    ) -> Task:
+        """PATCH with JSON Merge Patch (RFC 7396): null removes (clears) a field."""
+        if not isinstance(changes, Mapping):
+            raise ValidationProblem([{"pointer": pointer, "detail": "must be an object"}])
+        with self.repository.atomic():
+            current = self._current(task_id, precondition)
+            values = task_fields(merge_patch(task_document(current), changes), pointer)
+            return self._save(current, values)
+
+    def delete(self, task_id: uuid.UUID, *, precondition: Precondition | None = None) -> None:
+        with self.repository.atomic():
+            self._current(task_id, precondition)
+            self.repository.delete(task_id)
+
+    def bulk(self, operations: Sequence[BulkOperation]) -> list[BulkResult]:
+        """Apply every operation in order, or none: the first failure does not stop the others
+        from being checked, so the error lists every failing operation."""
+        results: list[BulkResult] = []
+        errors: list[dict[str, Any]] = []
+        with self.repository.atomic():
+            for index, operation in enumerate(operations):
+                try:
+                    results.append(self._apply(index, operation))
+                except ApiProblem as problem:
+                    errors.append(_bulk_error(index, problem))
+            if errors:
+                count = len(errors)
+                # Raising inside atomic() rolls back the operations that did succeed.
+                raise BulkOperationFailed(
+                    f"{count} of {len(operations)} operation{'s' if len(operations) != 1 else ''} "
+                    "failed; nothing was applied.",
+                    errors=errors,
+                )
+        return results
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _current(self, task_id: uuid.UUID, precondition: Precondition | None) -> Task:
+        current = self.get(task_id)
+        if precondition is not None and not precondition(current):
+            raise PreconditionFailed(
+                "The task changed since the ETag you sent in If-Match was issued."
+            )
+        return current
+
+    def _save(self, current: Task, values: dict[str, Any]) -> Task:
+        new_status: Status = values["status"]
+        if not can_transition(current.status, new_status):
+            allowed = sorted(s.value for s in _next_statuses(current.status))
+            raise InvalidStatusTransition(
+                f"A {current.status.value} task cannot become {new_status.value}.",
+                allowed=allowed,
+            )
+        updated = replace(current, **values)
+        if updated == current:
+            return current  # nothing changed: keep updated_at (and the ETag) as they are
+        updated = replace(updated, updated_at=self._clock())
+        self.repository.replace(updated)
+        return updated
+
+    def _apply(self, index: int, operation: BulkOperation) -> BulkResult:
+        prefix = f"#/operations/{index}"
+        if operation.op == "create":
+            task = self.create(operation.document, pointer=f"{prefix}/task")
+            return BulkResult(index, "create", 201, task.id, task)
+        assert operation.task_id is not None
+        if operation.op == "update":
+            task = self.patch(
+                operation.task_id,
+                operation.document,
+                precondition=operation.precondition,
+                pointer=f"{prefix}/changes",
+            )
+            return BulkResult(index, "update", 200, task.id, task)
+        self.delete(operation.task_id, precondition=operation.precondition)
+        return BulkResult(index, "delete", 204, operation.task_id, None)
+
+
+def _next_statuses(status: Status) -> set[Status]:
+    return {s for s in Status if s != status and can_transition(status, s)}
+
+
+def _bulk_error(index: int, problem: ApiProblem) -> dict[str, Any]:
+    problem_type = problem.problem_type
+    assert problem_type is not None
+    return {
+        "index": index,
+        "status": problem.status,
+        "type": problem_type.uri,
+        "title": problem_type.title,
+        "detail": problem.detail,
+        **problem.extensions,
+    }
