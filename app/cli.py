@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
+
+from app.api.postman import DEFAULT_BASE_URL, app_spec, postman_collection
 
 _SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
 
@@ -21,3 +24,32 @@ def register_cli(app: Flask) -> None:
                 value = "***"
             shown[name] = value
         click.echo(json.dumps(shown, indent=2, default=str))
+
+    @app.cli.command("export-postman")
+    @click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        help="File to write (default: standard output).",
+    )
+    @click.option(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        show_default=True,
+        help="Initial value of the collection's baseUrl variable.",
+    )
+    def export_postman(output: Path | None, base_url: str) -> None:
+        """Write a Postman Collection v2.1 generated from the API spec (/swagger.json)."""
+        try:
+            collection = postman_collection(app_spec(current_app), base_url)
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        text = json.dumps(collection, indent=2, ensure_ascii=False) + "\n"
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        output.write_text(text, encoding="utf-8")
+        requests = sum(len(folder["item"]) for folder in collection["item"])
+        click.echo(
+            f"Wrote {requests} requests in {len(collection['item'])} folders to {output}", err=True
+        )

@@ -2,7 +2,8 @@
 
 A transcript is a ```console block: a ``$ curl -i ...`` command (``\\`` continues a line), then the
 output curl prints: the status line, the headers worth showing, a blank line and the body. The
-test checks the status, every header shown, and the JSON body, where ``"..."`` matches anything.
+test checks the status, every header shown (``...`` inside a value matches anything), and the
+JSON body, where ``"..."`` matches any value and objects may leave keys out.
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ def matches(expected: Any, actual: Any) -> bool:
             and all(matches(e, a) for e, a in zip(expected, actual, strict=True))
         )
     return bool(expected == actual)
+
+
+def header_matches(expected: str, actual: str) -> bool:
+    """Header values match exactly, except that ``...`` in the expected value matches anything."""
+    pattern = ".*".join(re.escape(part) for part in expected.split(WILDCARD))
+    return re.fullmatch(pattern, actual) is not None
 
 
 def expected_json(example: CurlExample) -> Any:

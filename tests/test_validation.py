@@ -64,3 +64,15 @@ def test_unknown_keywords_fall_back_to_a_generic_message() -> None:
 def test_pointers_escape_slash_and_tilde() -> None:
     assert json_pointer(["a/b", "c~d", 0]) == "#/a~1b/c~0d/0"
     assert json_pointer([]) == "#"
+
+
+def test_error_lists_are_bounded() -> None:
+    from app.core.errors import ValidationProblem
+
+    schema = {"type": "array", "items": {"type": "string"}}
+    errors = schema_errors(schema, list(range(100_000)))
+    assert len(errors) == ValidationProblem.MAX_LISTED + 1
+    problem = ValidationProblem(errors)
+    assert len(problem.extensions["errors"]) == ValidationProblem.MAX_LISTED
+    assert problem.extensions["errors_truncated"] is True
+    assert problem.detail.startswith("More than 50 invalid fields")

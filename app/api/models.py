@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask_restx import Model, fields
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask_restx import Model, Namespace, fields
 
 field_error = Model(
     "FieldError",
@@ -12,6 +15,25 @@ field_error = Model(
         ),
         "parameter": fields.String(description="The invalid query parameter", example="page"),
         "detail": fields.String(description="What is wrong with it", example="is required"),
+    },
+)
+
+problem_error = Model(
+    "ProblemError",
+    {
+        "pointer": fields.String(
+            description="Validation: JSON Pointer (RFC 6901) to the invalid body member",
+            example="#/name",
+        ),
+        "parameter": fields.String(description="Validation: the invalid query parameter"),
+        "detail": fields.String(description="What is wrong", example="is required"),
+        "index": fields.Integer(description="Bulk: position of the failed operation"),
+        "status": fields.Integer(description="Bulk: the status that operation would have got"),
+        "type": fields.String(description="Bulk: that operation's problem type"),
+        "title": fields.String(description="Bulk: that problem type's title"),
+        "errors": fields.List(
+            fields.Nested(field_error), description="Bulk: that operation's invalid fields"
+        ),
     },
 )
 
@@ -35,10 +57,41 @@ problem = Model(
             example="9f1c2d3e4b5a69788796a5b4c3d2e1f0",
         ),
         "errors": fields.List(
-            fields.Nested(field_error),
-            description="Validation problems only: one entry per invalid field or parameter",
+            fields.Nested(problem_error),
+            description="validation-error: one entry per invalid field or parameter; "
+            "bulk-operation-failed: one entry per failed operation",
+        ),
+        "errors_truncated": fields.Boolean(
+            description="validation-error: true when more errors existed than are listed"
+        ),
+        "allowed": fields.List(
+            fields.String, description="invalid-status-transition: the statuses allowed next"
+        ),
+        "supported_versions": fields.List(
+            fields.String, description="unsupported-api-version: the versions served"
         ),
     },
 )
 
-SHARED_MODELS = (field_error, problem)
+SHARED_MODELS = (field_error, problem_error, problem)
+
+
+_Operation = TypeVar("_Operation", bound=Callable[..., object])
+
+# What any operation that reads a JSON body can answer before its own logic runs.
+_JSON_BODY_ERRORS = (
+    (400, "The body is not valid JSON"),
+    (413, "The body is larger than MAX_CONTENT_LENGTH"),
+    (415, "The body is not JSON (Content-Type)"),
+)
+
+
+def json_body_errors(ns: Namespace) -> Callable[[_Operation], _Operation]:
+    """Document the 400, 413 and 415 problems every JSON-body operation can return."""
+
+    def document(operation: _Operation) -> _Operation:
+        for code, description in _JSON_BODY_ERRORS:
+            operation = ns.response(code, description, problem)(operation)
+        return operation
+
+    return document

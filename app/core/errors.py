@@ -80,14 +80,20 @@ class ValidationProblem(ApiProblem):
         description=(
             "One or more fields or parameters are invalid. `errors` lists each one with a `detail` "
             "and either a JSON `pointer` into the body (RFC 6901, e.g. `#/name`) or the query "
-            "`parameter` name. Nothing was changed."
+            "`parameter` name. Nothing was changed. At most 50 are listed; `errors_truncated` "
+            "says when there were more."
         ),
     )
+    MAX_LISTED = 50  # enough to fix a request; bounded so hostile input cannot inflate replies
 
     def __init__(self, errors: list[dict[str, str]], *, status: int | None = None) -> None:
-        count = len(errors)
-        detail = f"{count} invalid field{'s' if count != 1 else ''}; see errors."
-        super().__init__(detail, status=status, errors=errors)
+        if len(errors) > self.MAX_LISTED:
+            errors, more = errors[: self.MAX_LISTED], {"errors_truncated": True}
+            detail = f"More than {self.MAX_LISTED} invalid fields; see errors for the first ones."
+        else:
+            count, more = len(errors), {}
+            detail = f"{count} invalid field{'s' if count != 1 else ''}; see errors."
+        super().__init__(detail, status=status, errors=errors, **more)
 
 
 MAX_JSON_DEPTH = 32

@@ -37,31 +37,56 @@ def etag_of(body: bytes) -> str:
 
 
 def json_response(
-    payload: Any,
+    payload: Any = None,
     status: int = 200,
     *,
+    encoded: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     cache_control: str = READ_CACHE_CONTROL,
+    etag: bool = True,
 ) -> Response:
-    """JSON with a strong ETag; on GET/HEAD a matching If-None-Match turns it into a 304."""
-    body = dump_json(payload)
+    """JSON with a strong ETag; on GET/HEAD a matching If-None-Match turns it into a 304.
+
+    Pass ``encoded`` instead of ``payload`` when the bytes are already built (and cached).
+    """
+    body = encoded if encoded is not None else dump_json(payload)
     response = Response(body, status=status, mimetype=JSON_MEDIA_TYPE)
-    response.set_etag(etag_of(body))
+    if etag:
+        response.set_etag(etag_of(body))
     response.headers["Cache-Control"] = cache_control
     for name, value in (headers or {}).items():
         response.headers[name] = value
-    if status == 200 and request.method in {"GET", "HEAD"}:
+    conditional = "If-None-Match" in request.headers or "If-Modified-Since" in request.headers
+    if conditional and status == 200 and request.method in {"GET", "HEAD"}:
         response.make_conditional(request)
     return response
 
 
-def if_match_precondition(header_value: str | None = None) -> ETagPrecondition | None:
-    """``If-Match`` (from the request, or a given header value) as a check on the current ETag.
+def no_content(cache_control: str = WRITE_CACHE_CONTROL) -> Response:
+    """204: no body, so no Content-Type either."""
+    response = Response(status=204, headers={"Cache-Control": cache_control})
+    del response.headers["Content-Type"]
+    return response
 
-    None when there is no precondition. Comparison is strong (RFC 9110): weak tags never match,
-    ``*`` matches any existing resource.
+
+class InvalidPrecondition(ValueError):
+    """An If-Match value that names no entity tag (empty, or only commas)."""
+
+
+def if_match_precondition(header_value: str | None = None) -> ETagPrecondition | None:
+    """``If-Match`` (from the request, or a given value) as a check on the current ETag.
+
+    None when there is no precondition. A value that is present but names no tag is refused
+    rather than ignored: a client whose ETag variable came out empty must not lose the protection
+    silently. Comparison is strong (RFC 9110): weak tags never match, ``*`` matches anything.
     """
-    etags: ETags = request.if_match if header_value is None else parse_etags(header_value)
+    if header_value is None:
+        header_value = request.headers.get("If-Match")
+        if header_value is None:
+            return None
+        etags: ETags = request.if_match
+    else:
+        etags = parse_etags(header_value)
     if not etags:
-        return None
+        raise InvalidPrecondition("must be a quoted entity tag (from an ETag header) or *")
     return etags.contains

@@ -7,6 +7,7 @@ never echoes (possibly huge or hostile) input back. Chapter 5 replaces this with
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 from flask import request
@@ -82,12 +83,14 @@ def _message(keyword: str, limit: Any) -> str:
 def schema_errors(schema: dict[str, Any], payload: Any) -> list[dict[str, str]]:
     """Every violation of ``schema`` in ``payload``, as ``{"pointer", "detail"}`` items."""
     validator = Draft4Validator(schema, format_checker=FormatChecker())
+    # Stop early: ValidationProblem lists at most MAX_LISTED, and one more says "truncated".
+    limit = ValidationProblem.MAX_LISTED + 1
     errors = [
         {"pointer": json_pointer(path), "detail": message}
-        for error in validator.iter_errors(payload)
+        for error in islice(validator.iter_errors(payload), limit)
         for path, message in _describe(error)
     ]
-    return sorted(errors, key=lambda e: (e["pointer"], e["detail"]))  # stable order for clients
+    return sorted(errors, key=lambda e: (e["pointer"], e["detail"]))[:limit]  # stable order
 
 
 def validated_body(model: Model) -> dict[str, Any]:

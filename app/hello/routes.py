@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_restx import Namespace, Resource
 
-from app.api.models import problem
+from app.api.models import json_body_errors, problem
 from app.core.validation import validated_body
 from app.hello import service
 from app.hello.schemas import greeting, greeting_request
@@ -28,9 +28,7 @@ class Hello(Resource):
     )
     @ns.expect(greeting_request)
     @ns.response(200, "The greeting", greeting)
-    @ns.response(400, "The body is not valid JSON", problem)
-    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
-    @ns.response(415, "The body is not application/json", problem)
+    @json_body_errors(ns)
     @ns.response(422, "A field is missing, unknown or invalid", problem)
     def post(self) -> dict[str, str]:
         body = validated_body(greeting_request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime, timedelta
 
 from flask import Flask, current_app
@@ -12,6 +13,7 @@ from app.tasks.repository import InMemoryTaskRepository, TaskRepository
 from app.tasks.service import TaskService
 
 _EXTENSION_KEY = "tasks"
+logger = logging.getLogger(__name__)
 
 DEMO_TASKS = [
     {"title": "Read chapter 2", "status": "in_progress", "priority": "high", "tags": ["course"]},
@@ -37,6 +39,11 @@ def make_repository(app: Flask) -> TaskRepository:
 def init_tasks(app: Flask) -> None:
     service = TaskService(make_repository(app))
     app.extensions[_EXTENSION_KEY] = service
+    if app.config["TASK_STORAGE"] == "memory" and app.config["APP_ENV"] == "production":
+        logger.warning(
+            "TASK_STORAGE=memory: tasks live in this process only and vanish on restart; "
+            "with several workers each has its own tasks (run one worker until chapter 3)"
+        )
     if app.config["SEED_DEMO_DATA"]:
         seed_tasks(service, count=len(DEMO_TASKS))
 

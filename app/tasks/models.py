@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -51,12 +52,51 @@ def utc_now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+_RANDOM_BITS = 74  # a UUIDv7 has 128 bits: 48 of time, 6 of version and variant, 74 random
+
+
+def _compose_uuid7(ms: int, random74: int) -> uuid.UUID:
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76  # time, then version 7
+    value |= (random74 >> 62) << 64 | 0x2 << 62 | random74 & (2**62 - 1)  # rand_a, variant, rand_b
+    return uuid.UUID(int=value)
+
+
+class _MonotonicUuid7:
+    """RFC 9562 section 6.2, "monotonic random": within one millisecond each id is the previous
+    one plus one, so ids made by this process sort in creation order (a random tail alone would
+    not), while staying unpredictable across milliseconds. Process-wide, like the clock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_random = 0
+
+    def __call__(self) -> uuid.UUID:
+        with self._lock:
+            ms = int(time.time() * 1000)
+            if ms > self._last_ms:
+                random74 = int.from_bytes(os.urandom(10), "big") >> (80 - _RANDOM_BITS)
+                random74 &= ~(1 << (_RANDOM_BITS - 1))  # top bit clear: room to count up
+            else:
+                ms, random74 = self._last_ms, self._last_random + 1
+                if random74 >= 2**_RANDOM_BITS:  # 2**73 ids in one millisecond: borrow the next
+                    ms, random74 = ms + 1, 0
+            self._last_ms, self._last_random = ms, random74
+            return _compose_uuid7(ms, random74)
+
+
+_next_uuid7 = _MonotonicUuid7()
+
+
 def new_task_id(timestamp_ms: int | None = None, random_bytes: bytes | None = None) -> uuid.UUID:
-    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits.
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits.
 
     Unique without coordination (creatable anywhere, in bulk, on any shard), not guessable from
-    other ids, and time-ordered, which keeps database indexes compact (chapter 3).
+    other ids, and time-ordered, which keeps database indexes compact (chapter 3). With explicit
+    ``timestamp_ms`` and ``random_bytes`` (deterministic seeding) the result is fully determined.
     """
+    if timestamp_ms is None and random_bytes is None:
+        return _next_uuid7()
     ms = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     rand = int.from_bytes(random_bytes if random_bytes is not None else os.urandom(10), "big")
     value = (ms & (2**48 - 1)) << 80 | rand & (2**80 - 1)

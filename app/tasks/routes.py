@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, request
 from flask_restx import Namespace, Resource
+from werkzeug.exceptions import BadRequest
 
-from app.api.models import problem
+from app.api.models import json_body_errors, problem
 from app.core.errors import ValidationProblem
 from app.core.http_cache import (
+    READ_CACHE_CONTROL,
     WRITE_CACHE_CONTROL,
-    dump_json,
+    InvalidPrecondition,
     etag_of,
     if_match_precondition,
     json_response,
+    no_content,
 )
 from app.core.validation import schema_errors
 from app.tasks import task_service
@@ -32,11 +36,13 @@ from app.tasks.schemas import (
     parse_task_query,
     task,
     task_input,
+    task_json,
     task_page,
+    task_page_json,
     task_patch,
     task_to_dict,
 )
-from app.tasks.service import BulkOperation, BulkResult, Precondition, TaskNotFound
+from app.tasks.service import BulkOperation, BulkResult, Precondition
 
 ns = Namespace(
     "tasks",
@@ -47,24 +53,45 @@ for _model in MODELS:
     ns.add_model(_model.name, _model)
 
 _ETAG_HEADER = {"ETag": {"type": "string", "description": "Strong validator of this response"}}
-_IF_MATCH = "ETag from an earlier read; 412 if the task changed since (optional)"
+_IF_NONE_MATCH_PARAM = {
+    "If-None-Match": {
+        "in": "header",
+        "type": "string",
+        "description": "ETag from an earlier read; 304 with no body if it still matches",
+    }
+}
+_IF_MATCH_PARAM = {
+    "If-Match": {
+        "in": "header",
+        "type": "string",
+        "description": "ETag from an earlier read; 412 if the task changed since (optional)",
+    }
+}
 
 
 def task_etag(item: Task) -> str:
     """The ETag a GET of this task returns (hash of its exact bytes)."""
-    return etag_of(dump_json(task_to_dict(item)))
+    return etag_of(task_json(item))
+
+
+def _etag_check(check: Callable[[str], bool]) -> Precondition:
+    return lambda current: check(task_etag(current))
 
 
 def _precondition() -> Precondition | None:
-    check = if_match_precondition()
+    try:
+        check = if_match_precondition()
+    except InvalidPrecondition as exc:
+        raise BadRequest(f"The If-Match header {exc}.") from None
     return None if check is None else _etag_check(check)
 
 
 def _task_response(item: Task, status: int = 200, **headers: str) -> Response:
-    cache = (
-        {} if status == 200 and request.method == "GET" else {"cache_control": WRITE_CACHE_CONTROL}
+    read = request.method in {"GET", "HEAD"}
+    cache_control = READ_CACHE_CONTROL if read else WRITE_CACHE_CONTROL
+    return json_response(
+        encoded=task_json(item), status=status, headers=headers, cache_control=cache_control
     )
-    return json_response(task_to_dict(item), status, headers=headers, **cache)
 
 
 def _json_body() -> Any:
@@ -73,10 +100,11 @@ def _json_body() -> Any:
 
 def _link_header(page: Page) -> str:
     """RFC 8288 links to the first, previous, next and last pages, keeping every other parameter."""
-    params = [(k, v) for k, v in request.args.items(multi=True) if k != "page"]
+    others = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "page"])
+    base = f"{request.path}?{others}&page=" if others else f"{request.path}?page="
 
     def url(number: int) -> str:
-        return f"{request.path}?{urlencode([*params, ('page', str(number))])}"
+        return f"{base}{number}"
 
     links = [(1, "first")]
     if page.page > 1:
@@ -90,7 +118,9 @@ def _link_header(page: Page) -> str:
 @ns.route("")
 class TaskCollection(Resource):
     @ns.doc(
-        "list_tasks", description="Filter, sort and page through tasks.", params=LIST_PARAMS_DOC
+        "list_tasks",
+        description="Filter, sort and page through tasks.",
+        params={**LIST_PARAMS_DOC, **_IF_NONE_MATCH_PARAM},
     )
     @ns.response(
         200,
@@ -102,58 +132,52 @@ class TaskCollection(Resource):
     @ns.response(400, "A query parameter is invalid or unknown; errors lists each", problem)
     def get(self) -> Response:
         page = task_service().list(parse_task_query(request.args))
-        body = {
-            "items": [task_to_dict(item) for item in page.items],
-            "page": page.page,
-            "per_page": page.per_page,
-            "total": page.total,
-            "pages": page.pages,
-        }
-        return json_response(body, headers={"Link": _link_header(page)})
+        return json_response(encoded=task_page_json(page), headers={"Link": _link_header(page)})
 
     @ns.doc("create_task", description="Create a task. Read-only fields are ignored.")
     @ns.expect(task_input)
     @ns.response(201, "Created; Location points at it", task, headers=_ETAG_HEADER)
-    @ns.response(400, "The body is not valid JSON", problem)
-    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
-    @ns.response(415, "The body is not application/json", problem)
+    @json_body_errors(ns)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
     def post(self) -> Response:
         created = task_service().create(_json_body())
         return _task_response(created, 201, Location=f"{request.path}/{created.id}")
 
 
-@ns.route("/<string:task_id>")
+@ns.route("/<uuid:task_id>")  # anything else is not a task id: routing answers 404 (or 405)
 @ns.param(
-    "task_id", "The task id (a UUID)", **{"x-example": "01935d3e-8f2a-7c4e-9b1d-2f6a8c0e4b7d"}
+    "task_id",
+    "The task id (a UUID)",
+    format="uuid",
+    **{"x-example": "01935d3e-8f2a-7c4e-9b1d-2f6a8c0e4b7d"},
 )
 class TaskItem(Resource):
-    @ns.doc("get_task", description="One task. Send If-None-Match with its ETag to get 304.")
+    @ns.doc(
+        "get_task",
+        description="One task. Send If-None-Match with its ETag to get 304.",
+        params=_IF_NONE_MATCH_PARAM,
+    )
     @ns.response(200, "The task", task, headers=_ETAG_HEADER)
     @ns.response(304, "Not modified: your If-None-Match still matches")
     @ns.response(404, "No such task", problem)
-    def get(self, task_id: str) -> Response:
-        return _task_response(task_service().get(_task_id(task_id)))
+    def get(self, task_id: uuid.UUID) -> Response:
+        return _task_response(task_service().get(task_id))
 
     @ns.doc(
         "replace_task",
         description="Replace every writable field (omitted ones reset to "
         "their defaults). Read-only fields are ignored.",
     )
-    @ns.header("If-Match", _IF_MATCH)
+    @ns.doc(params=_IF_MATCH_PARAM)
     @ns.expect(task_input)
     @ns.response(200, "The replaced task", task, headers=_ETAG_HEADER)
-    @ns.response(400, "The body is not valid JSON", problem)
+    @json_body_errors(ns)
     @ns.response(404, "No such task", problem)
     @ns.response(409, "The status change is not allowed by the lifecycle", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
-    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
-    @ns.response(415, "The body is not application/json", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
-    def put(self, task_id: str) -> Response:
-        replaced = task_service().replace(
-            _task_id(task_id), _json_body(), precondition=_precondition()
-        )
+    def put(self, task_id: uuid.UUID) -> Response:
+        replaced = task_service().replace(task_id, _json_body(), precondition=_precondition())
         return _task_response(replaced)
 
     @ns.doc(
@@ -162,30 +186,26 @@ class TaskItem(Resource):
         "null clears description, due_date or tags. Content-Type application/merge-patch+json "
         "or application/json.",
     )
-    @ns.header("If-Match", _IF_MATCH)
+    @ns.doc(params=_IF_MATCH_PARAM)
     @ns.expect(task_patch)
     @ns.response(200, "The updated task", task, headers=_ETAG_HEADER)
-    @ns.response(400, "The body is not valid JSON", problem)
+    @json_body_errors(ns)
     @ns.response(404, "No such task", problem)
     @ns.response(409, "The status change is not allowed by the lifecycle", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
-    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
-    @ns.response(415, "The body is not JSON", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
-    def patch(self, task_id: str) -> Response:
-        patched = task_service().patch(
-            _task_id(task_id), _json_body(), precondition=_precondition()
-        )
+    def patch(self, task_id: uuid.UUID) -> Response:
+        patched = task_service().patch(task_id, _json_body(), precondition=_precondition())
         return _task_response(patched)
 
     @ns.doc("delete_task", description="Delete a task.")
-    @ns.header("If-Match", _IF_MATCH)
+    @ns.doc(params=_IF_MATCH_PARAM)
     @ns.response(204, "Deleted")
     @ns.response(404, "No such task", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
-    def delete(self, task_id: str) -> Response:
-        task_service().delete(_task_id(task_id), precondition=_precondition())
-        return Response(status=204, headers={"Cache-Control": WRITE_CACHE_CONTROL})
+    def delete(self, task_id: uuid.UUID) -> Response:
+        task_service().delete(task_id, precondition=_precondition())
+        return no_content()
 
 
 _BULK_SCHEMA: dict[str, Any] = {
@@ -240,7 +260,12 @@ def _bulk_operations(body: Any) -> list[BulkOperation]:
         task_id = parse_task_id(raw["id"]) if "id" in raw else None
         if "id" in raw and task_id is None:
             errors.append({"pointer": f"{at}/id", "detail": "must be a UUID"})
-        check = if_match_precondition(raw["if_match"]) if "if_match" in raw else None
+        check = None
+        if "if_match" in raw:
+            try:
+                check = if_match_precondition(raw["if_match"])
+            except InvalidPrecondition as exc:
+                errors.append({"pointer": f"{at}/if_match", "detail": str(exc)})
         operations.append(
             BulkOperation(
                 op=raw["op"],
@@ -252,10 +277,6 @@ def _bulk_operations(body: Any) -> list[BulkOperation]:
     if errors:
         raise ValidationProblem(errors)
     return operations
-
-
-def _etag_check(check: Any) -> Precondition:
-    return lambda current: check(task_etag(current))
 
 
 def _bulk_result(result: BulkResult) -> dict[str, Any]:
@@ -277,19 +298,12 @@ class TaskBulk(Resource):
     )
     @ns.expect(bulk_request)
     @ns.response(200, "Every operation applied; one result each, in order", bulk_response)
-    @ns.response(400, "The body is not valid JSON", problem)
-    @ns.response(413, "The body is larger than MAX_CONTENT_LENGTH", problem)
-    @ns.response(415, "The body is not application/json", problem)
+    @json_body_errors(ns)
     @ns.response(422, "The request or an operation is invalid; nothing was applied", problem)
     def post(self) -> Response:
         results = task_service().bulk(_bulk_operations(_json_body()))
         return json_response(
-            {"results": [_bulk_result(r) for r in results]}, cache_control=WRITE_CACHE_CONTROL
+            {"results": [_bulk_result(r) for r in results]},
+            cache_control=WRITE_CACHE_CONTROL,
+            etag=False,  # the outcome of a command, not a representation to revalidate
         )
-
-
-def _task_id(raw: str) -> uuid.UUID:
-    parsed = parse_task_id(raw)
-    if parsed is None:  # not a UUID, so it names no task
-        raise TaskNotFound()
-    return parsed

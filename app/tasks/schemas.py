@@ -12,18 +12,21 @@ Input rules, in one place:
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from flask_restx import Model, fields
 from werkzeug.datastructures import MultiDict
 
 from app.core.errors import ValidationProblem
+from app.core.http_cache import dump_json
 from app.core.validation import schema_errors
 from app.tasks.models import Priority, Status, Task
-from app.tasks.repository import SORTABLE_FIELDS, TaskQuery
+from app.tasks.repository import SORTABLE_FIELDS, Page, TaskQuery
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 5000
@@ -43,16 +46,36 @@ _EXAMPLE_ID = "01935d3e-8f2a-7c4e-9b1d-2f6a8c0e4b7d"
 # --- Swagger models ---------------------------------------------------------------------------
 
 
-def _writable_fields(*, title_required: bool) -> dict[str, fields.Raw]:
+class NullableString(fields.String):
+    """A string that may be null. Swagger 2.0 cannot say so natively; ``x-nullable`` is the
+    extension tools (and our spec test) understand."""
+
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "x-nullable": True}
+
+
+class NullableList(fields.List):
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "x-nullable": True}
+
+
+class NullableNested(fields.Nested):
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "x-nullable": True}
+
+
+def _writable_fields(*, patch: bool) -> dict[str, fields.Raw]:
+    """The writable fields; for a merge patch nothing is required and tags may be null."""
+    tags_field = NullableList if patch else fields.List
     return {
         "title": fields.String(
-            required=title_required,
+            required=not patch,
             min_length=1,
             max_length=TITLE_MAX,
             description="What to do; trimmed, 1-200 characters",
             example="Write chapter 2",
         ),
-        "description": fields.String(
+        "description": NullableString(
             max_length=DESCRIPTION_MAX,
             description="Details, up to 5000 characters; null clears it",
             example="Cover pagination, filtering and ETags.",
@@ -70,11 +93,11 @@ def _writable_fields(*, title_required: bool) -> dict[str, fields.Raw]:
             description="Sorts by urgency: low < medium < high < urgent",
             example=Priority.HIGH.value,
         ),
-        "due_date": fields.String(
+        "due_date": NullableString(
             description="ISO 8601 date-time with a time zone; returned in UTC; null clears it",
             example="2026-12-01T17:00:00Z",
         ),
-        "tags": fields.List(
+        "tags": tags_field(
             fields.String(max_length=TAG_MAX, pattern=TAG_PATTERN, example="docs"),
             max_items=TAGS_MAX,
             description="Up to 20 labels; trimmed, lower-cased, 1-30 of a-z 0-9 _ -; "
@@ -84,8 +107,8 @@ def _writable_fields(*, title_required: bool) -> dict[str, fields.Raw]:
     }
 
 
-task_input = Model("TaskInput", _writable_fields(title_required=True), strict=True)
-task_patch = Model("TaskPatch", _writable_fields(title_required=False), strict=True)
+task_input = Model("TaskInput", _writable_fields(patch=False), strict=True)
+task_patch = Model("TaskPatch", _writable_fields(patch=True), strict=True)
 
 task = Model(
     "Task",
@@ -93,7 +116,7 @@ task = Model(
         "id": fields.String(
             readonly=True, description="UUIDv7, assigned by the server", example=_EXAMPLE_ID
         ),
-        **_writable_fields(title_required=True),
+        **_writable_fields(patch=False),
         "created_at": fields.String(
             readonly=True, description="UTC, set by the server", example="2026-11-26T10:00:00.000Z"
         ),
@@ -158,7 +181,7 @@ bulk_result = Model(
             description="201, 200 or 204, as the single call would", example=201
         ),
         "id": fields.String(example=_EXAMPLE_ID),
-        "task": fields.Nested(task, description="The task after the operation (not for delete)"),
+        "task": NullableNested(task, description="The task after the operation; null for delete"),
     },
 )
 
@@ -228,6 +251,7 @@ LIST_PARAMS: dict[str, dict[str, Any]] = {
     },
 }
 LIST_PARAMS_DOC = {name: {"in": "query", **spec} for name, spec in LIST_PARAMS.items()}
+_SINGLE_VALUED = [name for name, spec in LIST_PARAMS.items() if spec["type"] != "array"]
 
 
 def _int_param(
@@ -256,15 +280,21 @@ def _multi(args: MultiDict[str, str], name: str) -> list[str]:
     return [part.strip() for raw in args.getlist(name) for part in raw.split(",") if part.strip()]
 
 
+DATETIME_RULE = "must be an ISO 8601 date-time with a time zone, in the years 1900-9999"
+
+
 def parse_datetime(value: str) -> datetime | None:
-    """An aware ISO 8601 date-time in UTC (millisecond precision), or None if invalid/naive."""
+    """An aware ISO 8601 date-time in UTC (millisecond precision), or None if invalid, naive or
+    out of range (near year 1 or 9999 the conversion to UTC itself overflows)."""
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is None:
+            return None
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
+    if parsed.year < 1900:
         return None
-    parsed = parsed.astimezone(UTC)
     return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
 
 
@@ -274,6 +304,9 @@ def parse_task_query(args: MultiDict[str, str]) -> TaskQuery:
     unknown = sorted(set(args) - set(LIST_PARAMS))
     for name in unknown:
         errors.append({"parameter": name, "detail": "is not a known parameter"})
+    for name in _SINGLE_VALUED:  # ?page=1&page=abc must not quietly mean page 1
+        if len(args.getlist(name)) > 1:
+            errors.append({"parameter": name, "detail": "must be given once"})
 
     page = _int_param(args, "page", 1, 1, None, errors)
     per_page = _int_param(args, "per_page", PER_PAGE_DEFAULT, 1, PER_PAGE_MAX, errors)
@@ -295,9 +328,7 @@ def parse_task_query(args: MultiDict[str, str]) -> TaskQuery:
         raw = args.get(name)
         bounds[name] = parse_datetime(raw) if raw else None
         if raw and bounds[name] is None:
-            errors.append(
-                {"parameter": name, "detail": "must be an ISO 8601 date-time with a time zone"}
-            )
+            errors.append({"parameter": name, "detail": DATETIME_RULE})
 
     text = args.get("q")
     if text is not None and len(text) > QUERY_TEXT_MAX:
@@ -341,14 +372,21 @@ def parse_task_query(args: MultiDict[str, str]) -> TaskQuery:
 # --- Task documents ----------------------------------------------------------------------------
 
 
-def _input_schema() -> dict[str, Any]:
-    schema = copy.deepcopy(task_input.__schema__)
-    for name in _NULLABLE_FIELDS:
+def _with_nullable(schema: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    schema = copy.deepcopy(schema)
+    for name in names:
         schema["properties"][name]["type"] = [schema["properties"][name]["type"], "null"]
     return schema
 
 
-_TASK_INPUT_SCHEMA = _input_schema()
+_TASK_INPUT_SCHEMA = _with_nullable(task_input.__schema__, _NULLABLE_FIELDS)
+# In a merge patch null means "remove": allowed where removing leaves a valid task.
+_TASK_PATCH_SCHEMA = _with_nullable(task_patch.__schema__, (*_NULLABLE_FIELDS, "tags"))
+_NOT_REMOVABLE = ("title", "status", "priority")
+
+# Control characters have no place in a title; a description may keep tabs and line breaks.
+_TITLE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+_DESCRIPTION_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _prefixed(errors: list[dict[str, str]], pointer: str) -> list[dict[str, str]]:
@@ -357,39 +395,74 @@ def _prefixed(errors: list[dict[str, str]], pointer: str) -> list[dict[str, str]
     return [{**e, "pointer": pointer + e["pointer"][1:]} for e in errors]
 
 
+def _normalised(document: Any) -> Any:
+    """Drop read-only fields, trim the title, trim and lower-case tags; bound what validation
+    will walk (a list far over the limit only needs to be reported once)."""
+    if not isinstance(document, Mapping):
+        return document
+    document = {k: v for k, v in document.items() if k not in READ_ONLY_FIELDS}
+    if isinstance(document.get("title"), str):
+        document["title"] = document["title"].strip()
+    tags = document.get("tags")
+    if isinstance(tags, list):
+        document["tags"] = [t.strip().lower() if isinstance(t, str) else t for t in tags]
+        del document["tags"][TAGS_MAX + 1 :]  # still over the limit, so still reported
+    return document
+
+
+def _content_errors(document: Mapping[str, Any]) -> list[dict[str, str]]:
+    errors = []
+    if isinstance(document.get("title"), str) and _TITLE_FORBIDDEN.search(document["title"]):
+        errors.append({"pointer": "#/title", "detail": "must not contain control characters"})
+    description = document.get("description")
+    if isinstance(description, str) and _DESCRIPTION_FORBIDDEN.search(description):
+        errors.append(
+            {
+                "pointer": "#/description",
+                "detail": "must not contain control characters other than tab and line breaks",
+            }
+        )
+    if isinstance(document.get("due_date"), str) and parse_datetime(document["due_date"]) is None:
+        errors.append({"pointer": "#/due_date", "detail": DATETIME_RULE})
+    return errors
+
+
+def check_patch(changes: Any, pointer: str = "#") -> None:
+    """Validate a merge patch on its own (types, bounds, nulls), before any task is touched, so
+    a bad patch is refused without waiting for, or holding, the store."""
+    document = _normalised(changes)
+    errors: list[dict[str, str]] = []
+    if isinstance(document, Mapping):
+        removed = [name for name in _NOT_REMOVABLE if name in document and document[name] is None]
+        errors += [
+            {"pointer": f"#/{name}", "detail": "cannot be null: it is required"} for name in removed
+        ]
+        document = {k: v for k, v in document.items() if k not in removed}
+        errors += _content_errors(document)
+    errors += schema_errors(_TASK_PATCH_SCHEMA, document)
+    if errors:
+        raise ValidationProblem(_prefixed(sorted(errors, key=lambda e: e["pointer"]), pointer))
+
+
 def task_fields(document: Any, pointer: str = "#") -> dict[str, Any]:
     """Validate and normalise a full task document (create, replace, patched result).
 
     Returns the writable fields, with defaults filled in, as domain values. Raises one
     ValidationProblem listing every invalid field; ``pointer`` prefixes them (bulk operations).
     """
-    if isinstance(document, Mapping):
-        document = {k: v for k, v in document.items() if k not in READ_ONLY_FIELDS}
-        if isinstance(document.get("title"), str):
-            document["title"] = document["title"].strip()
-        if isinstance(document.get("tags"), list):
-            document["tags"] = [
-                t.strip().lower() if isinstance(t, str) else t for t in document["tags"]
-            ]
+    document = _normalised(document)
     errors = schema_errors(_TASK_INPUT_SCHEMA, document)
-    due_date = None
-    if not errors and document.get("due_date") is not None:
-        due_date = parse_datetime(document["due_date"])
-        if due_date is None:
-            errors.append(
-                {
-                    "pointer": "#/due_date",
-                    "detail": "must be an ISO 8601 date-time with a time zone",
-                }
-            )
+    if isinstance(document, Mapping):
+        errors += _content_errors(document)
     if errors:
-        raise ValidationProblem(_prefixed(errors, pointer))
+        raise ValidationProblem(_prefixed(sorted(errors, key=lambda e: e["pointer"]), pointer))
+    due_date = document.get("due_date")
     return {
         "title": document["title"],
         "description": document.get("description"),
         "status": Status(document.get("status", Status.TODO)),
         "priority": Priority(document.get("priority", Priority.MEDIUM)),
-        "due_date": due_date,
+        "due_date": parse_datetime(due_date) if due_date is not None else None,
         "tags": tuple(dict.fromkeys(document.get("tags") or ())),
     }
 
@@ -418,6 +491,24 @@ def task_to_dict(task: Task) -> dict[str, Any]:
         "created_at": iso_utc(task.created_at),
         "updated_at": iso_utc(task.updated_at),
     }
+
+
+@lru_cache(maxsize=2048)  # bounded: about 1 MB for typical tasks, 30 MB at the very worst
+def task_json(task: Task) -> bytes:
+    """The task's JSON bytes, as ``dump_json(task_to_dict(task))``. Cached because a Task is an
+    immutable value and list pages send the same tasks again and again; a changed task is a new
+    value, hence a new cache entry, so nothing stale is ever served."""
+    return dump_json(task_to_dict(task))
+
+
+def task_page_json(page: Page) -> bytes:
+    """A page envelope's bytes, built from the cached task bytes (same bytes as dump_json of the
+    whole dict: ``{"items":[...],"page":...}``)."""
+    items = b",".join(task_json(item) for item in page.items)
+    rest = dump_json(
+        {"page": page.page, "per_page": page.per_page, "total": page.total, "pages": page.pages}
+    )
+    return b'{"items":[' + items + b"]," + rest[1:]
 
 
 def parse_task_id(value: Any) -> uuid.UUID | None:

@@ -15,7 +15,7 @@ from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.core.merge_patch import merge_patch
 from app.tasks.models import Status, Task, can_transition, new_task_id, utc_now
 from app.tasks.repository import Page, TaskQuery, TaskRepository
-from app.tasks.schemas import task_document, task_fields
+from app.tasks.schemas import check_patch, task_document, task_fields
 
 # Called with the current task; False means "it changed since the client read it".
 Precondition = Callable[[Task], bool]
@@ -111,13 +111,8 @@ class TaskService:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def create(self, document: Any, *, pointer: str = "#") -> Task:
-        values = task_fields(document, pointer)
-        now = self._clock()
-        task = Task(id=self._new_id(), created_at=now, updated_at=now, **values)
-        with self.repository.atomic():
-            self.repository.add(task)
-        return task
+    def create(self, document: Any) -> Task:
+        return self._insert(task_fields(document))
 
     def replace(
         self, task_id: uuid.UUID, document: Any, *, precondition: Precondition | None = None
@@ -137,8 +132,7 @@ class TaskService:
         pointer: str = "#",
     ) -> Task:
         """PATCH with JSON Merge Patch (RFC 7396): null removes (clears) a field."""
-        if not isinstance(changes, Mapping):
-            raise ValidationProblem([{"pointer": pointer, "detail": "must be an object"}])
+        check_patch(changes, pointer)  # before taking the store: a bad patch waits for nothing
         with self.repository.atomic():
             current = self._current(task_id, precondition)
             values = task_fields(merge_patch(task_document(current), changes), pointer)
@@ -151,16 +145,34 @@ class TaskService:
 
     def bulk(self, operations: Sequence[BulkOperation]) -> list[BulkResult]:
         """Apply every operation in order, or none: the first failure does not stop the others
-        from being checked, so the error lists every failing operation."""
-        results: list[BulkResult] = []
+        from being checked, so the error lists every failing operation.
+
+        Documents are validated first, outside the unit of work, so a large invalid request
+        never holds the store; only lookups, preconditions and writes happen inside it.
+        """
         errors: list[dict[str, Any]] = []
+        created: dict[int, dict[str, Any]] = {}
+        for index, operation in enumerate(operations):
+            try:
+                if operation.op == "create":
+                    created[index] = task_fields(operation.document, f"#/operations/{index}/task")
+                elif operation.op == "update":
+                    check_patch(operation.document, f"#/operations/{index}/changes")
+            except ValidationProblem as problem:
+                errors.append(_bulk_error(index, problem))
+        failed = {error["index"] for error in errors}
+
+        results: list[BulkResult] = []
         with self.repository.atomic():
             for index, operation in enumerate(operations):
+                if index in failed:
+                    continue
                 try:
-                    results.append(self._apply(index, operation))
+                    results.append(self._apply(index, operation, created.get(index)))
                 except ApiProblem as problem:
                     errors.append(_bulk_error(index, problem))
             if errors:
+                errors.sort(key=lambda error: error["index"])
                 count = len(errors)
                 # Raising inside atomic() rolls back the operations that did succeed.
                 raise BulkOperationFailed(
@@ -195,10 +207,20 @@ class TaskService:
         self.repository.replace(updated)
         return updated
 
-    def _apply(self, index: int, operation: BulkOperation) -> BulkResult:
+    def _insert(self, values: dict[str, Any]) -> Task:
+        now = self._clock()
+        task = Task(id=self._new_id(), created_at=now, updated_at=now, **values)
+        with self.repository.atomic():
+            self.repository.add(task)
+        return task
+
+    def _apply(
+        self, index: int, operation: BulkOperation, values: dict[str, Any] | None
+    ) -> BulkResult:
         prefix = f"#/operations/{index}"
         if operation.op == "create":
-            task = self.create(operation.document, pointer=f"{prefix}/task")
+            assert values is not None
+            task = self._insert(values)
             return BulkResult(index, "create", 201, task.id, task)
         assert operation.task_id is not None
         if operation.op == "update":

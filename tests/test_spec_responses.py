@@ -1,0 +1,208 @@
+"""For every operation, the documented responses are exactly the responses it really gives.
+
+Each documented status code has a scenario that produces it; each scenario's response must carry
+the documented headers and validate against the documented schema (Problem for errors).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from jsonschema import Draft4Validator
+
+from app.extensions import health_checks
+from app.tasks.models import new_task_id
+from tests.conftest import make_app
+
+TASK = "/api/v1/tasks/{task_id}"
+BIG = "x" * (1024 * 1024 + 1)
+
+
+class Ctx:
+    """A fresh app with one task, and helpers to hit an operation."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.client: FlaskClient = app.test_client()
+        created = self.client.post("/api/v1/tasks", json={"title": "fixture", "status": "done"})
+        self.task_id = created.json["id"]
+        self.etag = created.headers["ETag"]
+        self.url = f"/api/v1/tasks/{self.task_id}"
+        self.missing = f"/api/v1/tasks/{new_task_id()}"
+
+
+Scenario = Callable[[Ctx], Any]  # a status may have a list of them (several ways to get it)
+
+
+def body_errors(
+    method: str, url: Callable[[Ctx], str], ok: dict[str, Any], ok_status: int = 200
+) -> dict[int, Scenario]:
+    """Success plus the statuses every JSON-body operation shares."""
+
+    def send(**kwargs: Any) -> Scenario:
+        return lambda c: c.client.open(url(c), method=method, **kwargs)
+
+    return {
+        400: send(data='{"title": ', content_type="application/json"),
+        413: send(data=BIG, content_type="application/json"),
+        415: send(data="title=x", content_type="text/plain"),
+        422: send(json={"title": "", "unknown": 1}),
+        ok_status: send(json=ok),
+    }
+
+
+def failing_ready(c: Ctx) -> Any:
+    def broken() -> None:
+        raise OSError("down")
+
+    health_checks.register(c.app, "broken", broken)
+    return c.client.get("/health/ready")
+
+
+SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
+    ("get", "/api/v1/hello"): {200: lambda c: c.client.get("/api/v1/hello")},
+    ("post", "/api/v1/hello"): body_errors("POST", lambda c: "/api/v1/hello", {"name": "Ada"}),
+    ("get", "/health/live"): {200: lambda c: c.client.get("/health/live")},
+    ("get", "/health/ready"): {200: lambda c: c.client.get("/health/ready"), 503: failing_ready},
+    ("get", "/problems"): {200: lambda c: c.client.get("/problems")},
+    ("get", "/problems/{slug}"): {
+        200: lambda c: c.client.get("/problems/validation-error"),
+        404: lambda c: c.client.get("/problems/nope"),
+    },
+    ("get", "/api/v1/tasks"): {
+        200: lambda c: c.client.get("/api/v1/tasks?status=done"),
+        304: lambda c: c.client.get(
+            "/api/v1/tasks",
+            headers={"If-None-Match": c.client.get("/api/v1/tasks").headers["ETag"]},
+        ),
+        400: lambda c: c.client.get("/api/v1/tasks?per_page=0"),
+    },
+    ("post", "/api/v1/tasks"): body_errors(
+        "POST", lambda c: "/api/v1/tasks", {"title": "new"}, ok_status=201
+    ),
+    ("get", TASK): {
+        200: lambda c: c.client.get(c.url),
+        304: lambda c: c.client.get(c.url, headers={"If-None-Match": c.etag}),
+        404: lambda c: c.client.get(c.missing),
+    },
+    **{
+        (method, TASK): {
+            **body_errors(method.upper(), lambda c: c.url, {"title": "changed", "status": "done"}),
+            404: lambda c, m=method: c.client.open(
+                c.missing, method=m.upper(), json={"title": "x"}
+            ),
+            409: lambda c, m=method: c.client.open(
+                c.url, method=m.upper(), json={"title": "x", "status": "in_progress"}
+            ),
+            412: lambda c, m=method: c.client.open(
+                c.url, method=m.upper(), json={"title": "x"}, headers={"If-Match": '"stale"'}
+            ),
+        }
+        for method in ("put", "patch")
+    },
+    ("delete", TASK): {
+        204: lambda c: c.client.delete(c.url, headers={"If-Match": c.etag}),
+        404: lambda c: c.client.delete(c.missing),
+        412: lambda c: c.client.delete(c.url, headers={"If-Match": '"stale"'}),
+    },
+    ("post", "/api/v1/tasks/bulk"): {
+        **body_errors(
+            "POST",
+            lambda c: "/api/v1/tasks/bulk",
+            {"operations": [{"op": "create", "task": {"title": "b"}}]},
+        ),
+        422: [
+            lambda c: c.client.post("/api/v1/tasks/bulk", json={"operations": []}),
+            lambda c: c.client.post(  # bulk-operation-failed, with per-operation errors
+                "/api/v1/tasks/bulk",
+                json={
+                    "operations": [
+                        {"op": "create", "task": {"title": ""}},
+                        {"op": "delete", "id": str(new_task_id())},
+                    ]
+                },
+            ),
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    return make_app("testing").test_client().get("/swagger.json").json
+
+
+def documented_operations(spec: dict[str, Any]) -> dict[tuple[str, str], set[int]]:
+    return {
+        (method, path): {int(code) for code in operation["responses"]}
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if method != "parameters"
+    }
+
+
+def test_every_operation_has_a_scenario_for_exactly_its_documented_responses(
+    spec: dict[str, Any],
+) -> None:
+    documented = documented_operations(spec)
+    assert set(documented) == set(SCENARIOS), "an operation is undocumented or untested"
+    for operation, codes in documented.items():
+        assert codes == set(SCENARIOS[operation]), operation
+
+
+def _nullable_aware(schema: Any) -> Any:
+    """Swagger 2.0's ``x-nullable`` as JSON Schema: the value may also be null."""
+    if isinstance(schema, dict):
+        converted = {k: _nullable_aware(v) for k, v in schema.items() if k != "x-nullable"}
+        if schema.get("x-nullable"):
+            return {"anyOf": [converted, {"type": "null"}]}
+        return converted
+    if isinstance(schema, list):
+        return [_nullable_aware(item) for item in schema]
+    return schema
+
+
+CASES = [
+    (op, status, index)
+    for op, statuses in SCENARIOS.items()
+    for status, scenarios in statuses.items()
+    for index in range(len(scenarios) if isinstance(scenarios, list) else 1)
+]
+
+
+@pytest.mark.parametrize("env", ["testing", "production"])
+@pytest.mark.parametrize(
+    ("operation", "status", "variant"), CASES, ids=[f"{m} {p} {s}.{i}" for (m, p), s, i in CASES]
+)
+def test_each_documented_response_really_happens_as_documented(
+    spec: dict[str, Any], env: str, operation: tuple[str, str], status: int, variant: int
+) -> None:
+    ctx = Ctx(make_app(env, MAX_CONTENT_LENGTH=1024 * 1024))
+    scenarios = SCENARIOS[operation][status]
+    scenario = scenarios[variant] if isinstance(scenarios, list) else scenarios
+    response = scenario(ctx)
+    assert response.status_code == status, response.get_data(as_text=True)[:300]
+
+    method, path = operation
+    documented = spec["paths"][path][method]["responses"][str(status)]
+    for header in documented.get("headers", {}):
+        assert header in response.headers, f"documented header {header} missing"
+    if status in {204, 304}:
+        assert response.data == b""
+        return
+    if "schema" in documented:
+        definitions = _nullable_aware(copy.deepcopy(spec["definitions"]))
+        schema = {**_nullable_aware(documented["schema"]), "definitions": definitions}
+        errors = sorted(Draft4Validator(schema).iter_errors(response.get_json()), key=str)
+        assert not errors, [e.message for e in errors][:3]
+    if documented.get("schema") == {"$ref": "#/definitions/Problem"}:
+        assert response.content_type == "application/problem+json"
+        undocumented = set(response.json) - set(spec["definitions"]["Problem"]["properties"])
+        assert not undocumented, f"problem members missing from the Problem model: {undocumented}"
+    else:
+        assert response.content_type == "application/json"
