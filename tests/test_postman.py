@@ -162,7 +162,7 @@ def test_path_parameters_become_postman_variables(collection: dict[str, Any]) ->
     assert get_task["url"]["variable"] == [
         {
             "key": "task_id",
-            "value": "01935d3e-8f2a-7c4e-9b1d-2f6a8c0e4b7d",
+            "value": "01a19b7d-90e0-7ced-8f5b-e2db23a6513e",
             "description": "The task id (a UUID)",
         }
     ]

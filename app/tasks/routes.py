@@ -28,6 +28,7 @@ from app.tasks.models import Task
 from app.tasks.repository import Page
 from app.tasks.schemas import (
     BULK_MAX_OPERATIONS,
+    EXAMPLE_TASK_ID,
     LIST_PARAMS_DOC,
     MODELS,
     bulk_request,
@@ -149,7 +150,7 @@ class TaskCollection(Resource):
     "task_id",
     "The task id (a UUID)",
     format="uuid",
-    **{"x-example": "01935d3e-8f2a-7c4e-9b1d-2f6a8c0e4b7d"},
+    **{"x-example": EXAMPLE_TASK_ID},
 )
 class TaskItem(Resource):
     @ns.doc(

@@ -41,7 +41,8 @@ BULK_MAX_OPERATIONS = 100
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at"})
 _NULLABLE_FIELDS = ("description", "due_date")
 
-_EXAMPLE_ID = "01935d3e-8f2a-7c4e-9b1d-2f6a8c0e4b7d"
+# A seeded demo task ("Try the Swagger UI"), so "Try it out" finds it against ./scripts/run.
+EXAMPLE_TASK_ID = "01a19b7d-90e0-7ced-8f5b-e2db23a6513e"
 
 # --- Swagger models ---------------------------------------------------------------------------
 
@@ -114,7 +115,7 @@ task = Model(
     "Task",
     {
         "id": fields.String(
-            readonly=True, description="UUIDv7, assigned by the server", example=_EXAMPLE_ID
+            readonly=True, description="UUIDv7, assigned by the server", example=EXAMPLE_TASK_ID
         ),
         **_writable_fields(patch=False),
         "created_at": fields.String(
@@ -145,7 +146,7 @@ bulk_operation = Model(
         "op": fields.String(
             required=True, enum=["create", "update", "delete"], description="What to do"
         ),
-        "id": fields.String(description="Target task (update, delete)", example=_EXAMPLE_ID),
+        "id": fields.String(description="Target task (update, delete)", example=EXAMPLE_TASK_ID),
         "task": fields.Nested(task_input, description="The new task (create)"),
         "changes": fields.Nested(task_patch, description="A JSON Merge Patch (update)"),
         "if_match": fields.String(
@@ -180,7 +181,7 @@ bulk_result = Model(
         "status": fields.Integer(
             description="201, 200 or 204, as the single call would", example=201
         ),
-        "id": fields.String(example=_EXAMPLE_ID),
+        "id": fields.String(example=EXAMPLE_TASK_ID),
         "task": NullableNested(task, description="The task after the operation; null for delete"),
     },
 )
