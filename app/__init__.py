@@ -14,6 +14,7 @@ from app.config import load_config
 from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestTrackingMiddleware
+from app.core.routing import ApiFlask
 from app.core.sessions import OnDemandCookieSessionInterface
 from app.extensions import health_checks
 from app.tasks import init_tasks
@@ -25,7 +26,7 @@ __all__ = ["__version__", "create_app"]
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build an app; ``config`` overrides the environment (``{"APP_ENV": "testing"}``)."""
     settings = load_config(config)
-    app = Flask(__name__)
+    app = ApiFlask(__name__)
     app.config.from_mapping(settings)
     app.session_interface = OnDemandCookieSessionInterface()
 

@@ -41,6 +41,12 @@ class TaskApi(Api):
         # app.core.errors, so RESTX and plain Flask routes answer in one shape.
         raise e
 
+    def error_router(self, original_handler: Any, e: Exception) -> Any:
+        # Every error goes to the app's handler. RESTX's router would first match the URL again
+        # to decide whose error it is, and meets RequestRedirect (a merged-slash path) outside
+        # any handler: a 500 with an HTML page.
+        return original_handler(e)
+
     def render_root(self) -> dict[str, Any]:
         """``GET /``: a small index of where things are."""
         return {
