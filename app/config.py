@@ -30,6 +30,8 @@ MIN_PRODUCTION_SECRET_KEY_LENGTH = 32
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# Settings given in the environment as a comma-separated list.
+_LIST_SETTINGS = frozenset({"TRUSTED_HOSTS"})
 
 
 class ConfigError(RuntimeError):
@@ -47,6 +49,11 @@ class BaseConfig:
     # Logging: "json" (one object per line) or "text" (human-readable).
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "json"
+
+    # Host names this service answers to (Flask's setting; "api.example.com,.example.org" from the
+    # environment, a leading dot allows subdomains). Unset: any Host. Set it in production unless
+    # a proxy in front already refuses other hosts.
+    TRUSTED_HOSTS: list[str] | None = None
 
     # Largest accepted request body in bytes; larger bodies get 413.
     MAX_CONTENT_LENGTH = 1024 * 1024
@@ -97,6 +104,8 @@ def _settings_of(config_class: type[BaseConfig]) -> dict[str, Any]:
 
 def _coerce(name: str, raw: str, default: Any) -> Any:
     """Convert an environment string to the type of the setting's default."""
+    if name in _LIST_SETTINGS:
+        return [item.strip() for item in raw.split(",") if item.strip()] or None
     if isinstance(default, bool):
         value = raw.strip().lower()
         if value in _TRUE:
