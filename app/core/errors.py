@@ -97,29 +97,35 @@ class ValidationProblem(ApiProblem):
 
 
 MAX_JSON_DEPTH = 32
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# A \uD800-\uDFFF escape in the raw body: the only way a lone surrogate can get into parsed JSON
+# (raw UTF-8 cannot encode one). Searched in C, so the common case costs almost nothing.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_CONTAINERS = frozenset({dict, list})
 
 
-def json_body_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
-    """Why a parsed JSON body is unacceptable, or None. Iterative, so no recursion to exhaust.
+def json_body_problem(value: Any, raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why a parsed JSON body is unacceptable, or None. No recursion, and cheap next to parsing.
 
     Too deep: no legitimate body nests 32 levels, and validators recurse. Lone surrogates
     (``"\\ud800"``): valid JSON escapes, but not Unicode text; nothing could store or print them.
     """
-    stack = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        if isinstance(current, str):
-            if _LONE_SURROGATE.search(current):
-                return "contains a lone UTF-16 surrogate escape, which is not valid Unicode text"
-        elif isinstance(current, dict | list):
-            if depth > max_depth:
-                return f"nests deeper than {max_depth} levels"
-            if isinstance(current, dict):
-                stack.extend((key, depth) for key in current)
-                stack.extend((child, depth + 1) for child in current.values())
-            else:
-                stack.extend((child, depth + 1) for child in current)
+    level = [value] if type(value) in _CONTAINERS else []
+    depth = 1
+    while level:  # breadth first, one nesting level per pass: only containers are visited
+        if depth > max_depth:
+            return f"nests deeper than {max_depth} levels"
+        level = [
+            child
+            for container in level
+            for child in (container.values() if type(container) is dict else container)
+            if type(child) in _CONTAINERS
+        ]
+        depth += 1
+    if _SURROGATE_ESCAPE.search(raw):
+        try:  # paired escapes decoded to one character; a lone one cannot be encoded
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            return "contains a lone UTF-16 surrogate escape, which is not valid Unicode text"
     return None
 
 
@@ -132,7 +138,7 @@ class ApiRequest(Request):
             value = super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError:
             raise BadRequest("The request body is not valid JSON: nested too deeply.") from None
-        problem = json_body_problem(value)
+        problem = json_body_problem(value, self.get_data(cache=True)) if value is not None else None
         if problem is not None:
             raise BadRequest(f"The request body {problem}.")
         return value

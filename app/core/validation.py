@@ -28,10 +28,53 @@ _TYPE_NAMES = {
 }
 
 
+# A key longer than this is shortened in error pointers (ending in "..."): an error body must
+# never grow with the input.
+POINTER_PART_MAX = 64
+
+
+def _pointer_part(part: Any) -> str:
+    text = str(part)
+    if len(text) > POINTER_PART_MAX:
+        text = text[: POINTER_PART_MAX - 3] + "..."
+    return text.replace("~", "~0").replace("/", "~1")
+
+
 def json_pointer(path: Iterable[Any]) -> str:
     """RFC 6901 pointer as a URI fragment, the form RFC 9457's examples use: ``#/tags/0``."""
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
+    parts = [_pointer_part(p) for p in path]
     return "#/" + "/".join(parts) if parts else "#"
+
+
+def _size_errors(
+    schema: dict[str, Any], value: Any, path: list[Any]
+) -> list[tuple[list[Any], str]]:
+    """Arrays over ``maxItems`` and objects with too many unknown keys, found without looking
+    inside them: the cheap checks that run before full validation, whose cost grows with what
+    it walks. Descends only into arrays within their limit."""
+    if isinstance(value, list):
+        limit = schema.get("maxItems")
+        if limit is not None and len(value) > limit:
+            return [(path, _message("maxItems", limit))]
+        items = schema.get("items")
+        if isinstance(items, dict) and limit is not None:
+            return [
+                e for i, item in enumerate(value) for e in _size_errors(items, item, [*path, i])
+            ]
+        return []
+    if not isinstance(value, dict):
+        return []
+    properties = schema.get("properties", {})
+    errors: list[tuple[list[Any], str]] = []
+    listed = ValidationProblem.MAX_LISTED
+    if schema.get("additionalProperties") is False and len(value) > len(properties) + listed:
+        # More unknown keys than a problem lists: name the first ones, stop looking.
+        unknown = islice((name for name in value if name not in properties), listed + 1)
+        errors += [([*path, name], "is not an allowed field") for name in unknown]
+    for name, subschema in properties.items():
+        if name in value:
+            errors += _size_errors(subschema, value[name], [*path, name])
+    return errors
 
 
 def _describe(error: ValidationError) -> list[tuple[list[Any], str]]:
@@ -81,7 +124,17 @@ def _message(keyword: str, limit: Any) -> str:
 
 
 def schema_errors(schema: dict[str, Any], payload: Any) -> list[dict[str, str]]:
-    """Every violation of ``schema`` in ``payload``, as ``{"pointer", "detail"}`` items."""
+    """Every violation of ``schema`` in ``payload``, as ``{"pointer", "detail"}`` items.
+
+    Oversized arrays and objects are reported first and alone, so full validation only ever
+    walks documents within the schema's limits: its cost stays bounded whatever the body.
+    """
+    oversized = _size_errors(schema, payload, [])
+    if oversized:
+        limit = ValidationProblem.MAX_LISTED + 1
+        return [{"pointer": json_pointer(path), "detail": message} for path, message in oversized][
+            :limit
+        ]
     validator = Draft4Validator(schema, format_checker=FormatChecker())
     # Stop early: ValidationProblem lists at most MAX_LISTED, and one more says "truncated".
     limit = ValidationProblem.MAX_LISTED + 1

@@ -59,8 +59,11 @@ class BulkOperationFailed(ApiProblem):
         title="Bulk operation failed",
         status=422,
         description="At least one operation failed, so none was applied. `errors` has one "
-        "entry per failed operation: its `index` and the problem it would have returned alone.",
+        "entry per failed operation: its `index` and the problem it would have returned alone, "
+        "whose own `errors` list is cut to the first 5 (`errors_truncated` says so).",
     )
+    # Per failed operation; with up to 100 operations the whole body stays small.
+    NESTED_ERRORS_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -242,11 +245,16 @@ def _next_statuses(status: Status) -> set[Status]:
 def _bulk_error(index: int, problem: ApiProblem) -> dict[str, Any]:
     problem_type = problem.problem_type
     assert problem_type is not None
+    extensions = dict(problem.extensions)
+    nested = extensions.get("errors")
+    if isinstance(nested, list) and len(nested) > BulkOperationFailed.NESTED_ERRORS_LISTED:
+        extensions["errors"] = nested[: BulkOperationFailed.NESTED_ERRORS_LISTED]
+        extensions["errors_truncated"] = True
     return {
         "index": index,
         "status": problem.status,
         "type": problem_type.uri,
         "title": problem_type.title,
         "detail": problem.detail,
-        **problem.extensions,
+        **extensions,
     }
