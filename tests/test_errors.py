@@ -172,3 +172,23 @@ def test_nesting_up_to_the_limit_is_left_to_validation(any_client: FlaskClient) 
     body = '{"name": ' + "[" * 30 + "]" * 30 + "}"
     response = any_client.post("/api/v1/hello", data=body, content_type="application/json")
     assert response.status_code == 422
+
+
+def test_an_escaped_surrogate_pair_is_one_character_and_fine(any_client: FlaskClient) -> None:
+    body = '{"name": "smile \\ud83d\\ude00"}'
+    response = any_client.post("/api/v1/hello", data=body, content_type="application/json")
+    assert response.status_code == 200
+    assert "\U0001f600" in response.json["message"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/problems", "/problems/validation-error", "/api/v1/hello", "/api/v1/tasks"]
+)
+@pytest.mark.parametrize("mask", ["{", "}", "a{b", "((", ""])
+def test_x_fields_is_not_offered_so_any_value_is_ignored(
+    any_client: FlaskClient, path: str, mask: str
+) -> None:
+    plain = any_client.get(path)
+    masked = any_client.get(path, headers={"X-Fields": mask})
+    assert masked.status_code == plain.status_code == 200
+    assert masked.get_json() == plain.get_json()

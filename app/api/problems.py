@@ -34,7 +34,9 @@ def _describe(slug: str) -> dict[str, Any]:
 @ns.route("")
 class ProblemTypeList(Resource):
     @ns.doc("list_problem_types", description="Every problem `type` this API can return.")
-    @ns.marshal_list_with(problem_type, code=200, description="Every problem type this API returns")
+    # Documented, not marshalled: marshal_list_with would also apply an X-Fields mask, which
+    # this API does not offer (a malformed one was a 500).
+    @ns.response(200, "Every problem type this API returns", [problem_type])
     def get(self) -> list[dict[str, Any]]:
         return [_describe(slug) for slug in sorted(ApiProblem.catalog)]
 
