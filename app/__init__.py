@@ -14,6 +14,7 @@ from app.config import load_config
 from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestTrackingMiddleware
+from app.core.request_body import init_request_body
 from app.core.routing import ApiFlask
 from app.core.sessions import OnDemandCookieSessionInterface
 from app.extensions import health_checks
@@ -32,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     configure_logging(app)
     register_error_handlers(app)
+    init_request_body(app)  # after it: wraps the request class it installs
     init_api_versioning(app)
     health_checks.init_app(app)
     init_tasks(app)
