@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,19 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.api.postman import POSTMAN_SCHEMA, app_spec, postman_collection
+from app.api.postman import (
+    POSTMAN_SCHEMA,
+    WORKFLOW_FOLDER,
+    Expect,
+    Save,
+    Var,
+    app_spec,
+    collection_plan,
+    postman_collection,
+    postman_test_script,
+)
+from app.tasks.schemas import EXAMPLE_TASK_ID
+from tests.conftest import make_app
 
 _METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
 
@@ -51,9 +64,27 @@ _COLLECTION_SHAPE: dict[str, Any] = {
         },
         "item": {
             "type": "object",
-            "required": ["name", "request", "response"],
+            "required": ["name", "request", "response", "event"],
             "properties": {
                 "name": {"type": "string", "minLength": 1},
+                "event": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["listen", "script"],
+                        "properties": {
+                            "listen": {"enum": ["test", "prerequest"]},
+                            "script": {
+                                "type": "object",
+                                "required": ["exec"],
+                                "properties": {
+                                    "type": {"const": "text/javascript"},
+                                    "exec": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        },
+                    },
+                },
                 "response": {"type": "array"},
                 "request": {
                     "type": "object",
@@ -101,18 +132,42 @@ def collection(spec: dict[str, Any]) -> dict[str, Any]:
     return postman_collection(spec, "http://127.0.0.1:5000")
 
 
+def items_of(collection: dict[str, Any]) -> list[dict[str, Any]]:
+    return [item for folder in collection["item"] for item in folder["item"]]
+
+
 def requests_of(collection: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every request of the collection by name (names are operation ids, so unique)."""
-    items = [item for folder in collection["item"] for item in folder["item"]]
+    """One request per operation by name (names are operation ids, so unique): the tag folders."""
+    items = [
+        item
+        for folder in collection["item"]
+        if folder["name"] != WORKFLOW_FOLDER
+        for item in folder["item"]
+    ]
     named = {item["name"]: item["request"] for item in items}
     assert len(named) == len(items), "request names are unique"
     return named
+
+
+def workflow_of(collection: dict[str, Any]) -> list[dict[str, Any]]:
+    (folder,) = [f for f in collection["item"] if f["name"] == WORKFLOW_FOLDER]
+    return folder["item"]
+
+
+def script_of(item: dict[str, Any]) -> str:
+    (event,) = item["event"]
+    assert event["listen"] == "test"
+    return "\n".join(event["script"]["exec"])
 
 
 def swagger_path(request: dict[str, Any]) -> str:
     """``/api/v1/tasks/:task_id`` back to the spec's ``/api/v1/tasks/{task_id}``."""
     segments = request["url"]["path"]
     return "/" + "/".join(f"{{{s[1:]}}}" if s.startswith(":") else s for s in segments)
+
+
+def operation_of(spec: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    return spec["paths"][swagger_path(request)][request["method"].lower()]
 
 
 def test_app_spec_is_what_swagger_json_serves(client: FlaskClient, spec: dict[str, Any]) -> None:
@@ -125,7 +180,11 @@ def test_collection_is_postman_v2_1(collection: dict[str, Any]) -> None:
     assert collection["info"]["name"] == "Task Management API"
     assert collection["info"]["description"]
     assert collection["variable"] == [
-        {"key": "baseUrl", "value": "http://127.0.0.1:5000", "type": "string"}
+        {"key": "baseUrl", "value": "http://127.0.0.1:5000", "type": "string"},
+        {"key": "task_id", "value": EXAMPLE_TASK_ID, "type": "string"},
+        {"key": "workflow_task_id", "value": "", "type": "string"},
+        {"key": "workflow_task_etag", "value": "", "type": "string"},
+        {"key": "workflow_task_etag_patched", "value": "", "type": "string"},
     ]
 
 
@@ -145,47 +204,115 @@ def test_every_operation_appears_exactly_once(
     assert max(in_collection.values()) == 1
 
 
-def test_one_folder_per_tag_holding_its_operations(
+def test_the_workflow_folder_then_one_folder_per_tag(
     spec: dict[str, Any], collection: dict[str, Any]
 ) -> None:
-    assert [folder["name"] for folder in collection["item"]] == [t["name"] for t in spec["tags"]]
-    for folder in collection["item"]:
+    names = [folder["name"] for folder in collection["item"]]
+    assert names == [WORKFLOW_FOLDER] + [t["name"] for t in spec["tags"]]
+    for folder in collection["item"][1:]:
         for item in folder["item"]:
-            path = spec["paths"][swagger_path(item["request"])]
-            assert path[item["request"]["method"].lower()]["tags"] == [folder["name"]]
+            assert operation_of(spec, item["request"])["tags"] == [folder["name"]]
+
+
+def test_deletes_run_last_in_their_folder(collection: dict[str, Any]) -> None:
+    names = [item["name"] for item in collection["item"][1]["item"]]
+    assert names.index("create_task") < names.index("get_task")
+    assert names[-1] == "delete_task"
 
 
 def test_path_parameters_become_postman_variables(collection: dict[str, Any]) -> None:
     get_task = requests_of(collection)["get_task"]
     assert get_task["url"]["raw"] == "{{baseUrl}}/api/v1/tasks/:task_id"
     assert get_task["url"]["path"] == ["api", "v1", "tasks", ":task_id"]
+    # A created resource's id is chained through a collection variable (see the next test) ...
     assert get_task["url"]["variable"] == [
-        {
-            "key": "task_id",
-            "value": "01a19b7d-90e0-7ced-8f5b-e2db23a6513e",
-            "description": "The task id (a UUID)",
+        {"key": "task_id", "value": "{{task_id}}", "description": "The task id (a UUID)"}
+    ]
+    # ... other path parameters keep the spec's example.
+    get_problem_type = requests_of(collection)["get_problem_type"]
+    assert get_problem_type["url"]["variable"][0]["value"] == "validation-error"
+
+
+def test_the_example_task_id_finds_a_seeded_task(collection: dict[str, Any]) -> None:
+    """Before any run, {{task_id}} is the spec's example: a demo task of ./scripts/run."""
+    variables = {v["key"]: v["value"] for v in collection["variable"]}
+    assert variables["task_id"] == EXAMPLE_TASK_ID
+    client = make_app("development", LOG_LEVEL="WARNING").test_client()
+    for name in ("get_task", "replace_task", "patch_task"):
+        response = send(client, requests_of(collection)[name], variables)
+        assert response.status_code == 200, (name, response.json)
+
+
+def test_create_stores_the_id_and_delete_restores_the_example(collection: dict[str, Any]) -> None:
+    by_name = {item["name"]: item for item in collection["item"][1]["item"]}
+    assert 'pm.collectionVariables.set("task_id", pm.response.json()["id"]);' in script_of(
+        by_name["create_task"]
+    )
+    assert f'pm.collectionVariables.set("task_id", "{EXAMPLE_TASK_ID}");' in script_of(
+        by_name["delete_task"]
+    )
+
+
+def test_every_request_has_a_test_script_asserting_its_status(
+    spec: dict[str, Any], collection: dict[str, Any]
+) -> None:
+    for item in items_of(collection):
+        script = script_of(item)
+        assert re.search(r"pm\.response\.to\.have\.status\((\d{3})\)", script), item["name"]
+    for item in collection["item"][1:]:
+        for request in item["item"]:
+            responses = operation_of(spec, request["request"])["responses"]
+            success = min(code for code in responses if code.startswith("2"))
+            assert f"pm.response.to.have.status({success});" in script_of(request)
+
+
+def test_the_workflow_chains_collection_variables(collection: dict[str, Any]) -> None:
+    """create, get, 304, patch with If-Match, stale patch 412, delete, 404; every {{variable}} a
+    step uses was set by an earlier step's script (or is a declared collection variable)."""
+    steps = workflow_of(collection)
+    assert [step["request"]["method"] for step in steps] == [
+        "POST",
+        "GET",
+        "GET",
+        "PATCH",
+        "PATCH",
+        "DELETE",
+        "GET",
+    ]
+    statuses = [int(re.search(r"to\.have\.status\((\d+)\)", script_of(step))[1]) for step in steps]
+    assert statuses == [201, 200, 304, 200, 412, 204, 404]
+    declared = {v["key"] for v in collection["variable"]}
+    set_so_far: set[str] = {"baseUrl"}
+    for step in steps:
+        used = set(_VARIABLE.findall(json.dumps(step["request"])))
+        assert used <= set_so_far, (step["name"], used - set_so_far)
+        set_so_far |= set(re.findall(r'pm\.collectionVariables\.set\("([^"]+)"', script_of(step)))
+    assert set_so_far - {"baseUrl"} <= declared
+    headers = [{h["key"]: h["value"] for h in s["request"]["header"]} for s in steps]
+    assert headers[2]["If-None-Match"] == "{{workflow_task_etag}}"
+    assert headers[3]["If-Match"] == "{{workflow_task_etag}}"
+    assert headers[4]["If-Match"] == "{{workflow_task_etag}}"  # stale by then
+    assert headers[5]["If-Match"] == "{{workflow_task_etag_patched}}"
+    assert json.loads(steps[3]["request"]["body"]["raw"]) == {"title": "Write chapter 2 (changed)"}
+
+
+def test_no_request_sends_an_undocumented_parameter(
+    spec: dict[str, Any], collection: dict[str, Any]
+) -> None:
+    """Unknown query parameters are rejected (400): only documented ones may be enabled."""
+    for item in items_of(collection):
+        request = item["request"]
+        documented = {
+            (p["in"], p["name"].lower())
+            for p in operation_of(spec, request).get("parameters", [])
+            + spec["paths"][swagger_path(request)].get("parameters", [])
         }
-    ]
-
-
-def test_list_query_parameters_are_offered_disabled(collection: dict[str, Any]) -> None:
-    query = {q["key"]: q for q in requests_of(collection)["list_tasks"]["url"]["query"]}
-    assert list(query) == [
-        "page",
-        "per_page",
-        "status",
-        "priority",
-        "tag",
-        "due_after",
-        "due_before",
-        "q",
-        "sort",
-    ]
-    assert all(q["disabled"] for q in query.values())
-    assert query["per_page"]["value"] == "20"
-    assert query["sort"]["value"] == "-created_at"
-    assert query["status"]["value"] == "todo"
-    assert query["status"]["description"]
+        for query in request["url"].get("query", []):
+            assert ("query", query["key"].lower()) in documented
+            assert query["disabled"] or query["key"] in request["url"]["raw"]
+        for header in request["header"]:
+            if header["key"] != "Content-Type" and not header.get("disabled"):
+                assert ("header", header["key"].lower()) in documented, (item["name"], header)
 
 
 def test_documented_header_parameters_are_offered_disabled(
@@ -208,15 +335,17 @@ def test_documented_header_parameters_are_offered_disabled(
     assert "If-Match" in {h["key"] for h in requests["patch_task"]["header"]}
 
 
-def test_write_bodies_are_json_with_a_content_type(collection: dict[str, Any]) -> None:
+def test_write_bodies_are_json_with_the_documented_content_type(
+    spec: dict[str, Any], collection: dict[str, Any]
+) -> None:
     with_body = [r for r in requests_of(collection).values() if r["method"] in {"POST", "PUT"}]
     with_body += [r for r in requests_of(collection).values() if r["method"] == "PATCH"]
     assert with_body
     for request in with_body:
         assert isinstance(json.loads(request["body"]["raw"]), dict)
-        assert {"key": "Content-Type", "value": "application/json", "type": "text"} in request[
-            "header"
-        ]
+        consumes = operation_of(spec, request).get("consumes") or spec.get("consumes")
+        media_type = (consumes or ["application/json"])[0]
+        assert {"key": "Content-Type", "value": media_type, "type": "text"} in request["header"]
 
 
 def test_create_example_body_is_accepted(client: FlaskClient, collection: dict[str, Any]) -> None:
@@ -226,35 +355,104 @@ def test_create_example_body_is_accepted(client: FlaskClient, collection: dict[s
     assert response.json["title"] == body["title"]
 
 
+# --- replaying the collection in-process, as Newman would ---------------------------------------
+
+_VARIABLE = re.compile(r"\{\{([^{}]+)\}\}")
+
+
+def resolve(text: str, variables: dict[str, str]) -> str:
+    return _VARIABLE.sub(lambda m: variables[m[1]], text)
+
+
 def send(client: FlaskClient, request: dict[str, Any], variables: dict[str, str]) -> Any:
-    """Send a collection request the way Postman would, with some path variables overridden."""
-    defaults = {v["key"]: v["value"] for v in request["url"].get("variable", [])}
-    values = {**defaults, **variables}
+    """Send a collection request the way Postman would, resolving {{variables}}."""
+    values = {v["key"]: resolve(v["value"], variables) for v in request["url"].get("variable", [])}
     path = "/" + "/".join(values[s[1:]] if s.startswith(":") else s for s in request["url"]["path"])
-    query = [(q["key"], q["value"]) for q in request["url"].get("query", []) if not q["disabled"]]
-    headers = {h["key"]: h["value"] for h in request["header"] if not h.get("disabled")}
+    query = [
+        (q["key"], resolve(q["value"], variables))
+        for q in request["url"].get("query", [])
+        if not q["disabled"]
+    ]
+    headers = [
+        (h["key"], resolve(h["value"], variables))
+        for h in request["header"]
+        if not h.get("disabled")
+    ]
+    body = request.get("body", {}).get("raw")
     return client.open(
         path,
         method=request["method"],
         query_string=query,
         headers=headers,
-        data=request.get("body", {}).get("raw"),
+        data=None if body is None else resolve(body, variables),
     )
 
 
-def test_every_request_succeeds_against_the_app(
-    client: FlaskClient, collection: dict[str, Any]
+def verify(expect: Expect, response: Any, variables: dict[str, str]) -> None:
+    """What the generated test script asserts, in Python; then its variable updates."""
+
+    def value(v: Any) -> Any:
+        return variables[v.name] if isinstance(v, Var) else v
+
+    if expect.status is None:
+        assert 200 <= response.status_code < 300
+    else:
+        assert response.status_code == expect.status, response.get_data(as_text=True)
+    if expect.media_type:
+        assert response.mimetype == expect.media_type
+    if expect.empty:
+        assert response.data == b""
+    for name in expect.headers:
+        assert name in response.headers
+    body = response.get_json(force=True, silent=True)
+    if expect.keys:
+        assert set(expect.keys) <= set(body)
+    if expect.array:
+        assert isinstance(body, list)
+    for member, expected in expect.equal:
+        assert body[member] == value(expected), member
+    for name, variable in expect.header_equal:
+        assert response.headers.get(name) == value(variable)
+    for name, variable in expect.header_differ:
+        assert response.headers.get(name) != value(variable)
+    for save in expect.save:
+        source = {"body": lambda k: body[k], "header": response.headers.get, "value": str}
+        variables[save.variable] = source[save.source](save.key)
+
+
+def replay(
+    client: FlaskClient, spec: dict[str, Any], collection: dict[str, Any], variables: dict[str, str]
+) -> int:
+    """Run every request in collection order, checking it against its plan; the step count."""
+    plan = collection_plan(spec)
+    assert [f.name for f in plan.folders] == [f["name"] for f in collection["item"]]
+    count = 0
+    for folder, planned in zip(collection["item"], plan.folders, strict=True):
+        for item, step in zip(folder["item"], planned.steps, strict=True):
+            assert item["name"] == step.name
+            assert item["request"] == step.request
+            assert script_of(item) == "\n".join(postman_test_script(step.expect))
+            try:
+                verify(step.expect, send(client, item["request"], variables), variables)
+            except AssertionError as exc:
+                raise AssertionError(f"{folder['name']} / {item['name']}: {exc}") from exc
+            count += 1
+    return count
+
+
+def test_the_whole_collection_passes_twice_against_the_development_server(
+    spec: dict[str, Any], collection: dict[str, Any]
 ) -> None:
-    """Run the whole collection (like Newman would), pointing :task_id at a created task."""
-    requests = requests_of(collection)
-    created = send(client, requests.pop("create_task"), {})
-    assert created.status_code == 201
-    delete = requests.pop("delete_task")
-    variables = {"task_id": created.json["id"]}
-    for name, request in requests.items():
-        response = send(client, request, variables)
-        assert 200 <= response.status_code < 300, (name, response.status_code, response.json)
-    assert send(client, delete, variables).status_code == 204
+    """Like scripts/newman (./scripts/run is development: demo tasks seeded), then again against
+    the same server with the variables the first run left, as the Postman app keeps them."""
+    client = make_app("development", LOG_LEVEL="WARNING").test_client()
+    seeded = client.get(f"/api/v1/tasks/{EXAMPLE_TASK_ID}")
+    variables = {v["key"]: v["value"] for v in collection["variable"]}
+    assert replay(client, spec, collection, dict(variables)) == len(items_of(collection))
+    assert replay(client, spec, collection, variables) == len(items_of(collection))
+    assert variables["task_id"] == EXAMPLE_TASK_ID  # the generic delete put it back
+    after = client.get(f"/api/v1/tasks/{EXAMPLE_TASK_ID}")
+    assert after.headers["ETag"] == seeded.headers["ETag"], "the demo task is untouched"
 
 
 def test_a_synthetic_spec_covers_headers_refs_and_required_query() -> None:
@@ -412,3 +610,84 @@ def test_cli_reports_a_spec_that_cannot_be_built(
     result = app.test_cli_runner().invoke(args=["export-postman"])
     assert result.exit_code == 1
     assert "the API spec could not be built: boom" in result.output
+
+
+def test_a_synthetic_spec_chains_what_it_documents() -> None:
+    """No ETags, PUT instead of PATCH, no problem model: the workflow keeps only what applies."""
+    thing = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "readOnly": True},
+            "kind": {"type": "string", "enum": ["a", "b"]},
+            "name": {"type": "string", "example": "box", "maxLength": 8},
+        },
+        "required": ["name"],
+    }
+    body = [{"name": "payload", "in": "body", "schema": {"$ref": "#/definitions/Thing"}}]
+    created = {"201": {"description": "made", "schema": {"$ref": "#/definitions/Thing"}}}
+    item_param = [{"name": "thing_id", "in": "path", "type": "string", "x-example": "t1"}]
+    spec: dict[str, Any] = {
+        "info": {"title": "Things"},
+        "definitions": {"Thing": thing, "Plain": {"properties": {"size": {"type": "integer"}}}},
+        "paths": {
+            "/things": {"post": {"operationId": "make", "parameters": body, "responses": created}},
+            "/things/{thing_id}": {
+                "parameters": item_param,
+                "get": {
+                    "operationId": "read",
+                    "responses": {
+                        "200": {"description": "it", "schema": {"$ref": "#/definitions/Thing"}},
+                        "404": {"description": "gone"},
+                    },
+                },
+                "put": {"operationId": "swap", "parameters": body, "responses": created},
+                "delete": {"operationId": "drop", "responses": {"200": {"description": "ok"}}},
+            },
+            # Not chained: no id in the response, or no item path, or nothing to read.
+            "/plain": {
+                "post": {
+                    "operationId": "plain",
+                    "responses": {"201": {"schema": {"$ref": "#/definitions/Plain"}}},
+                }
+            },
+            "/lonely": {"post": {"operationId": "lonely", "responses": created}},
+            "/blobs": {"post": {"operationId": "blob", "responses": created}},
+            "/blobs/{blob_id}": {
+                "delete": {
+                    "operationId": "unblob",
+                    "parameters": [{"name": "blob_id", "in": "path", "type": "string"}],
+                    "responses": {"default": {"description": "?"}},
+                }
+            },
+        },
+    }
+    collection = postman_collection(spec)
+    assert [f["name"] for f in collection["item"]] == [WORKFLOW_FOLDER, "default"]
+    assert {v["key"]: v["value"] for v in collection["variable"]} == {
+        "baseUrl": "http://127.0.0.1:5000",
+        "thing_id": "t1",
+        "blob_id": "",
+        "workflow_thing_id": "",
+    }
+    steps = workflow_of(collection)
+    assert [s["name"] for s in steps] == [
+        "make: 201, store the id",
+        "read: 200, the same task",
+        "swap: 201",
+        "drop: 200",
+        "read after the delete: 404",
+    ]
+    # PUT sends the whole example with the one change (cut to maxLength)
+    assert json.loads(steps[2]["request"]["body"]["raw"]) == {"kind": "a", "name": "box (cha"}
+    assert "If-Match" not in json.dumps(steps)
+    assert script_of(steps[4]).count("pm.test(") == 1  # no problem model: the status only
+    generic = {item["name"]: item for item in collection["item"][1]["item"]}
+    assert list(generic)[-2:] == ["drop", "unblob"]  # deletes last
+    assert "pm.response.to.be.success;" in script_of(generic["unblob"])
+    assert '"blob_id", ""' in script_of(generic["unblob"])  # back to its (empty) example
+
+
+def test_a_script_saving_after_any_success() -> None:
+    lines = postman_test_script(Expect(status=None, save=(Save("x", "header", "Location"),)))
+    assert "if (pm.response.code >= 200 && pm.response.code < 300) {" in lines
+    assert '    pm.collectionVariables.set("x", pm.response.headers.get("Location"));' in lines

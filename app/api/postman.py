@@ -1,28 +1,49 @@
 """A Postman Collection (v2.1) generated from the Swagger 2.0 spec, so it never drifts from the API.
 
-``postman_collection(spec, base_url)`` is a pure function of the spec that ``/swagger.json`` serves:
-one folder per tag, one request per operation, with example path variables, query parameters
-(disabled unless required), header parameters and JSON bodies taken from the spec's examples.
-``flask --app wsgi export-postman`` (app/cli.py) writes it out.
+``postman_collection(spec, base_url)`` is a pure function of the spec that ``/swagger.json`` serves,
+and it is also a test suite (run by Newman: ``scripts/newman``):
+
+* One folder per tag, one request per operation, with example path variables, query parameters
+  (disabled unless required), header parameters (likewise) and JSON bodies taken from the spec's
+  examples. Each request has a test script asserting the operation's documented success status,
+  the Content-Type, the documented response headers and the members of the response model.
+* Resources are chained: when ``POST /things`` answers 201 with an ``id`` and ``/things/{thing_id}``
+  exists, ``thing_id`` becomes a collection variable (initially the spec's example id). The POST's
+  test script stores the created id in it, so the item requests that follow in the folder (DELETE
+  runs last) work on the task the run created, never on existing data; the DELETE's script puts
+  the example id back.
+* A "Workflow" folder per chained resource: create, get, conditional get (If-None-Match: 304),
+  patch with If-Match from the stored ETag, the same patch with the stale ETag (412), delete, get
+  (404); each step that the spec documents, chained through collection variables.
+
+``collection_plan(spec)`` is the same thing as data (requests plus ``Expect`` objects), which the
+test suite replays in-process. ``flask --app wsgi export-postman`` (app/cli.py) writes it out.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from flask import Flask
 
 POSTMAN_SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
 BASE_URL_VARIABLE = "baseUrl"
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
+WORKFLOW_FOLDER = "Workflow"
+# Error responses documented with an RFC 9457 model (type, title, status) use this media type.
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_PROBLEM_MEMBERS = ("type", "title", "status")
 
 # Swagger 2.0 path-item keys that are operations, in the order Postman shows them.
 _METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 _PATH_TEMPLATE = re.compile(r"\{([^}/]+)\}")
+_ITEM_PATH = re.compile(r"^(?P<collection>.+)/\{(?P<name>[^}/]+)\}$")
 # Placeholders for values the spec gives no example for; only disabled parameters and
 # optional fields use them in practice (every field our models require has an example).
 _FORMAT_SAMPLES = {
@@ -30,6 +51,84 @@ _FORMAT_SAMPLES = {
     "date": "2026-01-01",
     "uuid": str(uuid.UUID(int=0)),
 }
+
+
+@dataclass(frozen=True)
+class Var:
+    """The current value of a collection variable."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Save:
+    """After the expected status: set collection variable ``variable`` from the response."""
+
+    variable: str
+    source: Literal["body", "header", "value"]  # a body member, a header, or a fixed value
+    key: str  # the member's or header's name, or the value itself
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a request's test script asserts (and what the in-process replay checks)."""
+
+    status: int | None  # None: any 2xx (the spec documents no success status)
+    media_type: str | None = None  # the Content-Type's media type, when a body is documented
+    empty: bool = False  # no body at all (204, 304)
+    headers: tuple[str, ...] = ()  # response headers that must be present
+    keys: tuple[str, ...] = ()  # members a JSON object body must have
+    array: bool = False  # the body is a JSON array
+    equal: tuple[tuple[str, Any], ...] = ()  # body member == value (or Var)
+    header_equal: tuple[tuple[str, Var], ...] = ()
+    header_differ: tuple[tuple[str, Var], ...] = ()
+    save: tuple[Save, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    request: dict[str, Any]
+    expect: Expect
+
+
+@dataclass
+class Folder:
+    name: str
+    description: str
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    folders: list[Folder]
+    variables: dict[str, str]  # collection variables besides baseUrl, with initial values
+
+
+@dataclass
+class _Operation:
+    path: str  # the spec's path, with basePath
+    method: str
+    operation: Mapping[str, Any]
+    request: dict[str, Any]
+    name: str
+
+    @property
+    def responses(self) -> Mapping[str, Any]:
+        return self.operation.get("responses", {})
+
+    def documents_header(self, name: str) -> bool:
+        return any(h["key"] == name for h in self.request["header"])
+
+
+@dataclass
+class _Chain:
+    """``POST collection`` creates items addressed by ``item_path`` (``collection/{variable}``)."""
+
+    variable: str
+    example: str
+    create: _Operation
+    item: dict[str, _Operation]  # method -> operation on item_path
 
 
 def app_spec(app: Flask) -> dict[str, Any]:
@@ -45,26 +144,9 @@ def postman_collection(spec: Mapping[str, Any], base_url: str = DEFAULT_BASE_URL
     """Turn a Swagger 2.0 spec into a Postman Collection v2.1 document (a JSON-ready dict)."""
     info = spec.get("info", {})
     title = info.get("title", "API")
-    definitions = spec.get("definitions", {})
-    base_path = spec.get("basePath", "/").rstrip("/")
-
-    folders: dict[str, dict[str, Any]] = {
-        tag["name"]: {"name": tag["name"], "description": tag.get("description", ""), "item": []}
-        for tag in spec.get("tags", [])
-    }
-    for path, path_item in spec.get("paths", {}).items():
-        shared = path_item.get("parameters", [])
-        for method in _METHODS:
-            operation = path_item.get(method)
-            if operation is None:
-                continue
-            parameters = _merged_parameters(shared, operation.get("parameters", []))
-            item = _request_item(spec, base_path + path, method, operation, parameters, definitions)
-            tag = (operation.get("tags") or ["default"])[0]
-            folder = folders.setdefault(tag, {"name": tag, "description": "", "item": []})
-            folder["item"].append(item)
-
+    plan = collection_plan(spec)
     description = (info.get("description") or "").strip()
+    variables = {BASE_URL_VARIABLE: base_url.rstrip("/"), **plan.variables}
     return {
         "info": {
             # Stable id: re-importing offers to replace the collection instead of duplicating it.
@@ -72,13 +154,82 @@ def postman_collection(spec: Mapping[str, Any], base_url: str = DEFAULT_BASE_URL
             "name": title,
             "description": f"{description}\n\nGenerated from the API's Swagger spec "
             f"(API version {info.get('version', '?')}). Set the `{BASE_URL_VARIABLE}` "
-            "collection variable to the server you test.",
+            "collection variable to the server you test. Every request has a test script; "
+            "run the whole collection (Runner, or Newman) against a development server.",
             "version": str(info.get("version", "")),
             "schema": POSTMAN_SCHEMA,
         },
-        "item": [folder for folder in folders.values() if folder["item"]],
-        "variable": [{"key": BASE_URL_VARIABLE, "value": base_url.rstrip("/"), "type": "string"}],
+        "item": [
+            {
+                "name": folder.name,
+                "description": folder.description,
+                "item": [_render(step) for step in folder.steps],
+            }
+            for folder in plan.folders
+        ],
+        "variable": [
+            {"key": key, "value": value, "type": "string"} for key, value in variables.items()
+        ],
     }
+
+
+def collection_plan(spec: Mapping[str, Any]) -> Plan:
+    """The collection as data: folders of requests, each with what its test script asserts."""
+    definitions = spec.get("definitions", {})
+    base_path = spec.get("basePath", "/").rstrip("/")
+    operations: list[_Operation] = []
+    for path, path_item in spec.get("paths", {}).items():
+        shared = path_item.get("parameters", [])
+        for method in _METHODS:
+            operation = path_item.get(method)
+            if operation is None:
+                continue
+            parameters = _merged_parameters(shared, operation.get("parameters", []))
+            request = _request(spec, base_path + path, method, operation, parameters, definitions)
+            name = operation.get("summary") or operation.get("operationId")
+            name = name or f"{method.upper()} {base_path + path}"
+            operations.append(_Operation(base_path + path, method, operation, request, name))
+
+    chains = _chains(spec, operations)
+    variables = {chain.variable: chain.example for chain in chains}
+    expects = {id(op): _success_expect(spec, op) for op in operations}
+    for chain in chains:
+        _chain_variable(operations, chain.variable)
+        create = expects[id(chain.create)]
+        expects[id(chain.create)] = replace(
+            create, save=(*create.save, Save(chain.variable, "body", "id"))
+        )
+        delete = chain.item.get("delete")
+        if delete is not None:  # after the delete, point the variable at the example again
+            expect = expects[id(delete)]
+            saved = Save(chain.variable, "value", chain.example)
+            expects[id(delete)] = replace(expect, save=(*expect.save, saved))
+
+    folders: dict[str, Folder] = {
+        tag["name"]: Folder(tag["name"], tag.get("description", "")) for tag in spec.get("tags", [])
+    }
+    # Deletes last (deepest path first), so nothing after them needs what they removed.
+    ordered = sorted(
+        operations,
+        key=lambda op: (op.method == "delete", -op.path.count("/") if op.method == "delete" else 0),
+    )
+    for op in ordered:
+        tag = (op.operation.get("tags") or ["default"])[0]
+        folder = folders.setdefault(tag, Folder(tag, ""))
+        folder.steps.append(Step(op.name, op.request, expects[id(op)]))
+
+    workflow = Folder(
+        WORKFLOW_FOLDER,
+        "Run in order (Runner or Newman): each step stores what the next one needs (the created "
+        "id, its ETags) in collection variables. It works only on what it created and deletes "
+        "it at the end, so it can run again and again against the same server.",
+    )
+    for chain in chains:
+        steps = _workflow(spec, chain, expects[id(chain.create)], variables)
+        workflow.steps.extend(steps)
+    result = [workflow] if workflow.steps else []
+    result += [folder for folder in folders.values() if folder.steps]
+    return Plan(result, variables)
 
 
 def _merged_parameters(
@@ -90,7 +241,7 @@ def _merged_parameters(
     return list(merged.values())
 
 
-def _request_item(
+def _request(
     spec: Mapping[str, Any],
     path: str,
     method: str,
@@ -120,18 +271,14 @@ def _request_item(
     if variables:
         url["variable"] = [{k: v for k, v in var.items() if k != "disabled"} for var in variables]
 
-    headers = []
+    headers: list[dict[str, Any]] = []
     request: dict[str, Any] = {"method": method.upper(), "header": headers, "url": url}
     body_parameters = by_location.get("body", [])
     if body_parameters:
         media_type = (operation.get("consumes") or spec.get("consumes") or ["application/json"])[0]
         headers.append({"key": "Content-Type", "value": media_type, "type": "text"})
         example = _example(body_parameters[0].get("schema", {}), definitions, frozenset())
-        request["body"] = {
-            "mode": "raw",
-            "raw": json.dumps(example, indent=2, ensure_ascii=False),
-            "options": {"raw": {"language": "json"}},
-        }
+        request["body"] = _raw_json(example)
     headers.extend(
         {**_key_value(p, definitions, disabled=not p.get("required", False)), "type": "text"}
         for p in by_location.get("header", [])
@@ -139,8 +286,336 @@ def _request_item(
     description = operation.get("description") or operation.get("summary")
     if description:
         request["description"] = description
-    name = operation.get("summary") or operation.get("operationId") or f"{method.upper()} {path}"
-    return {"name": name, "request": request, "response": []}
+    return request
+
+
+def _raw_json(document: Any) -> dict[str, Any]:
+    return {
+        "mode": "raw",
+        "raw": json.dumps(document, indent=2, ensure_ascii=False),
+        "options": {"raw": {"language": "json"}},
+    }
+
+
+# --- chaining --------------------------------------------------------------------------------
+
+
+def _chains(spec: Mapping[str, Any], operations: list[_Operation]) -> list[_Chain]:
+    """Every ``POST collection`` answering 201 with an ``id`` whose ``collection/{x}`` exists."""
+    chains = []
+    for create in operations:
+        if create.method != "post" or "201" not in create.responses:
+            continue
+        schema = _resolve(spec, create.responses["201"].get("schema", {}))
+        if "id" not in _properties(spec, schema):
+            continue
+        item: dict[str, _Operation] = {}
+        variable = None
+        for op in operations:
+            match = _ITEM_PATH.match(op.path)
+            if match and match["collection"] == create.path:
+                variable = match["name"]
+                item[op.method] = op
+        if variable is None:
+            continue
+        example = next(
+            v["value"]
+            for op in item.values()
+            for v in op.request["url"].get("variable", [])
+            if v["key"] == variable
+        )
+        chains.append(_Chain(variable, example, create, item))
+    return chains
+
+
+def _chain_variable(operations: list[_Operation], variable: str) -> None:
+    """Every request with this path variable takes its value from the collection variable."""
+    for op in operations:
+        for entry in op.request["url"].get("variable", []):
+            if entry["key"] == variable:
+                entry["value"] = f"{{{{{variable}}}}}"
+
+
+def _success_expect(spec: Mapping[str, Any], op: _Operation) -> Expect:
+    """The documented success: the lowest 2xx, its body's media type and members, its headers."""
+    codes = sorted(int(code) for code in op.responses if code.isdigit() and code.startswith("2"))
+    if not codes:
+        return Expect(status=None)
+    status = codes[0]
+    response = op.responses[str(status)]
+    headers = tuple(response.get("headers", {}))
+    if status == 204:
+        return Expect(status=status, empty=True, headers=headers)
+    if "schema" not in response:
+        return Expect(status=status, headers=headers)
+    produces = op.operation.get("produces") or spec.get("produces") or ["application/json"]
+    schema = _resolve(spec, response["schema"])
+    return Expect(
+        status=status,
+        media_type=produces[0],
+        headers=headers,
+        keys=tuple(_properties(spec, schema)),
+        array=schema.get("type") == "array",
+    )
+
+
+def _error_expect(spec: Mapping[str, Any], op: _Operation, status: int) -> Expect:
+    schema = _resolve(spec, op.responses.get(str(status), {}).get("schema", {}))
+    if not set(_PROBLEM_MEMBERS) <= set(_properties(spec, schema)):
+        return Expect(status=status)
+    return Expect(
+        status=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        keys=_PROBLEM_MEMBERS,
+        equal=(("status", status),),
+    )
+
+
+def _workflow(
+    spec: Mapping[str, Any], chain: _Chain, create_expect: Expect, variables: dict[str, str]
+) -> list[Step]:
+    """create, get, conditional get, patch with If-Match, stale patch, delete, get again."""
+    get = chain.item.get("get")
+    if get is None:
+        return []
+    stem = chain.variable.removesuffix("_id")
+    id_var, etag_var, new_etag_var = (
+        f"workflow_{chain.variable}",
+        f"workflow_{stem}_etag",
+        f"workflow_{stem}_etag_patched",
+    )
+    get_expect = _success_expect(spec, get)
+    has_etag = "ETag" in create_expect.headers and "ETag" in get_expect.headers
+    variables.update({id_var: "", **({etag_var: "", new_etag_var: ""} if has_etag else {})})
+
+    def request(op: _Operation, **headers: str) -> dict[str, Any]:
+        copied = copy.deepcopy(op.request)
+        for entry in copied["url"].get("variable", []):
+            if entry["key"] == chain.variable:
+                entry["value"] = f"{{{{{id_var}}}}}"
+        for name, value in headers.items():
+            copied["header"] = [h for h in copied["header"] if h["key"] != name]
+            copied["header"].append({"key": name, "value": value, "type": "text"})
+        return copied
+
+    create = chain.create
+    body = json.loads(create.request.get("body", {}).get("raw", "{}"))
+    required = _resolve(spec, _body_schema(create.operation)).get("required", [])
+    echoed = tuple((k, body[k]) for k in required if isinstance(body.get(k), str | int | float))
+    saves = [Save(id_var, "body", "id")]
+    if has_etag:
+        saves.append(Save(etag_var, "header", "ETag"))
+    steps = [
+        Step(
+            f"{create.name}: {create_expect.status}, store the id"
+            + (" and ETag" if has_etag else ""),
+            copy.deepcopy(create.request),
+            replace(create_expect, equal=echoed, save=tuple(saves)),
+        )
+    ]
+    same = (("ETag", Var(etag_var)),) if has_etag else ()
+    steps.append(
+        Step(
+            f"{get.name}: {get_expect.status}, the same task" + (" and ETag" if has_etag else ""),
+            request(get),
+            replace(get_expect, equal=(("id", Var(id_var)),), header_equal=same),
+        )
+    )
+    if has_etag and get.documents_header("If-None-Match") and "304" in get.responses:
+        steps.append(
+            Step(
+                f"{get.name} with If-None-Match: 304",
+                request(get, **{"If-None-Match": f"{{{{{etag_var}}}}}"}),
+                Expect(status=304, empty=True),
+            )
+        )
+    update = chain.item.get("patch") or chain.item.get("put")
+    latest_etag = etag_var
+    if update is not None:
+        update_expect = _success_expect(spec, update)
+        document, change = _changed(spec, update, body)
+        conditional = has_etag and update.documents_header("If-Match")
+        if_match = {"If-Match": f"{{{{{etag_var}}}}}"} if conditional else {}
+        changed = request(update, **if_match)
+        changed["body"] = _raw_json(document)
+        new_etag = "ETag" in update_expect.headers and has_etag
+        steps.append(
+            Step(
+                f"{update.name}" + (" with If-Match" if conditional else "") + ": "
+                f"{update_expect.status}" + (", store the new ETag" if new_etag else ""),
+                changed,
+                replace(
+                    update_expect,
+                    equal=change,
+                    header_differ=(("ETag", Var(etag_var)),) if new_etag else (),
+                    save=(Save(new_etag_var, "header", "ETag"),) if new_etag else (),
+                ),
+            )
+        )
+        if new_etag:
+            latest_etag = new_etag_var
+        if conditional and "412" in update.responses:
+            stale = copy.deepcopy(changed)
+            steps.append(
+                Step(
+                    f"{update.name} with the stale ETag: 412",
+                    stale,
+                    _error_expect(spec, update, 412),
+                )
+            )
+    delete = chain.item.get("delete")
+    if delete is not None:
+        conditional = has_etag and delete.documents_header("If-Match")
+        if_match = {"If-Match": f"{{{{{latest_etag}}}}}"} if conditional else {}
+        delete_expect = _success_expect(spec, delete)
+        steps.append(
+            Step(
+                f"{delete.name}"
+                + (" with If-Match" if conditional else "")
+                + f": {delete_expect.status}",
+                request(delete, **if_match),
+                delete_expect,
+            )
+        )
+        if "404" in get.responses:
+            steps.append(
+                Step(
+                    f"{get.name} after the delete: 404", request(get), _error_expect(spec, get, 404)
+                )
+            )
+    return steps
+
+
+def _changed(
+    spec: Mapping[str, Any], update: _Operation, created: Mapping[str, Any]
+) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    """A document changing one plain string field of the created item, and the expected echo."""
+    document = json.loads(update.request.get("body", {}).get("raw", "{}"))
+    schema = _resolve(spec, _body_schema(update.operation))
+    for name, prop in _properties(spec, schema).items():
+        plain = prop.get("type") == "string" and not {"enum", "format"} & prop.keys()
+        if plain and isinstance(created.get(name), str) and not prop.get("readOnly"):
+            value = f"{created[name]} (changed)"[: prop.get("maxLength", 1000)]
+            if update.method == "patch":  # a merge patch: only what changes
+                document = {}
+            document[name] = value
+            return document, ((name, value),)
+    return document, ()
+
+
+def _body_schema(operation: Mapping[str, Any]) -> Mapping[str, Any]:
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "body":
+            return parameter.get("schema", {})
+    return {}
+
+
+def _resolve(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return spec.get("definitions", {}).get(name, {})
+    return schema
+
+
+def _properties(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """An object schema's properties, through ``$ref`` and ``allOf``."""
+    schema = _resolve(spec, schema)
+    properties: dict[str, Any] = {}
+    for part in schema.get("allOf", []):
+        properties.update(_properties(spec, part))
+    properties.update(schema.get("properties", {}))
+    return properties
+
+
+# --- test scripts ----------------------------------------------------------------------------
+
+
+def _render(step: Step) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "event": [
+            {
+                "listen": "test",
+                "script": {"type": "text/javascript", "exec": postman_test_script(step.expect)},
+            }
+        ],
+        "request": step.request,
+        "response": [],
+    }
+
+
+def _js(value: Any) -> str:
+    if isinstance(value, Var):
+        return f"pm.collectionVariables.get({json.dumps(value.name)})"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _label(value: Any) -> str:
+    return f"{{{{{value.name}}}}}" if isinstance(value, Var) else json.dumps(value)
+
+
+def postman_test_script(expect: Expect) -> list[str]:
+    """The JavaScript lines of a request's test script (Postman's ``pm`` API)."""
+    lines: list[str] = []
+
+    def check(title: str, assertion: str) -> None:
+        lines.extend([f"pm.test({json.dumps(title)}, function () {{", f"    {assertion};", "});"])
+
+    if expect.status is None:
+        check("status is 2xx", "pm.response.to.be.success")
+    else:
+        check(f"status is {expect.status}", f"pm.response.to.have.status({expect.status})")
+    if expect.media_type:
+        check(
+            f"Content-Type is {expect.media_type}",
+            'pm.expect((pm.response.headers.get("Content-Type") || "").split(";")[0].trim())'
+            f".to.eql({_js(expect.media_type)})",
+        )
+    if expect.empty:
+        check("no body", 'pm.expect(pm.response.text()).to.eql("")')
+    for name in expect.headers:
+        check(f"has header {name}", f"pm.response.to.have.header({_js(name)})")
+    if expect.keys:
+        check(
+            "body has " + ", ".join(expect.keys),
+            f"pm.expect(pm.response.json()).to.include.all.keys({_js(list(expect.keys))})",
+        )
+    if expect.array:
+        check("body is an array", 'pm.expect(pm.response.json()).to.be.an("array")')
+    for member, value in expect.equal:
+        check(
+            f"body.{member} is {_label(value)}",
+            f"pm.expect(pm.response.json()[{_js(member)}]).to.eql({_js(value)})",
+        )
+    for name, variable in expect.header_equal:
+        check(
+            f"{name} is {_label(variable)}",
+            f"pm.expect(pm.response.headers.get({_js(name)})).to.eql({_js(variable)})",
+        )
+    for name, variable in expect.header_differ:
+        check(
+            f"{name} differs from {_label(variable)}",
+            f"pm.expect(pm.response.headers.get({_js(name)})).to.not.eql({_js(variable)})",
+        )
+    if expect.save:
+        condition = (
+            "pm.response.code >= 200 && pm.response.code < 300"
+            if expect.status is None
+            else f"pm.response.code === {expect.status}"
+        )
+        lines.append(f"if ({condition}) {{")
+        for save in expect.save:
+            source = {
+                "body": f"pm.response.json()[{_js(save.key)}]",
+                "header": f"pm.response.headers.get({_js(save.key)})",
+                "value": _js(save.key),
+            }[save.source]
+            lines.append(f"    pm.collectionVariables.set({_js(save.variable)}, {source});")
+        lines.append("}")
+    return lines
+
+
+# --- examples --------------------------------------------------------------------------------
 
 
 def _key_value(
