@@ -20,13 +20,13 @@ def test_production_writes_json_lines_with_the_access_fields(
 ) -> None:
     log = capture_log(production_app)
     production_app.test_client().get(
-        "/api/v1/hello?secret=query", headers={"User-Agent": "pytest-agent/1.0"}
+        "/api/v1/tasks?q=secret-query", headers={"User-Agent": "pytest-agent/1.0"}
     )
     [access] = [r for r in log.records() if r["logger"] == "app.access"]
     assert access["level"] == "INFO"
-    assert access["message"].startswith("GET /api/v1/hello 200 ")
+    assert access["message"].startswith("GET /api/v1/tasks 200 ")
     assert access["method"] == "GET"
-    assert access["path"] == "/api/v1/hello"  # the query string is never logged
+    assert access["path"] == "/api/v1/tasks"  # the query string is never logged
     assert access["status"] == 200
     assert isinstance(access["duration_ms"], float)
     assert access["remote_addr"] == "127.0.0.1"
@@ -35,7 +35,7 @@ def test_production_writes_json_lines_with_the_access_fields(
     timestamp = access["timestamp"]
     assert timestamp.endswith("Z")
     assert datetime.fromisoformat(timestamp).utcoffset().total_seconds() == 0
-    assert "secret=query" not in log.text
+    assert "secret-query" not in log.text
 
 
 def test_development_writes_readable_lines(capture_log: Callable[[Flask], CapturedLog]) -> None:

@@ -56,6 +56,16 @@ def body_errors(
     }
 
 
+# Every way a write's precondition fails against the current task.
+FAILING_PRECONDITIONS: list[Callable[[Ctx], dict[str, str]]] = [
+    lambda c: {"If-Match": '"stale"'},
+    lambda c: {"If-Match": f"W/{c.etag}"},
+    lambda c: {"If-None-Match": "*"},
+    lambda c: {"If-None-Match": c.etag},
+    lambda c: {"If-Match": c.etag, "If-None-Match": c.etag},
+]
+
+
 def failing_ready(c: Ctx) -> Any:
     def broken() -> None:
         raise OSError("down")
@@ -64,14 +74,32 @@ def failing_ready(c: Ctx) -> Any:
     return c.client.get("/health/ready")
 
 
+def unknown_parameter(url: Callable[[Ctx], str]) -> Scenario:
+    return lambda c: c.client.get(url(c) + "?unknown=1")
+
+
 SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
-    ("get", "/api/v1/hello"): {200: lambda c: c.client.get("/api/v1/hello")},
+    ("get", "/api/v1/hello"): {
+        200: lambda c: c.client.get("/api/v1/hello"),
+        400: unknown_parameter(lambda c: "/api/v1/hello"),
+    },
     ("post", "/api/v1/hello"): body_errors("POST", lambda c: "/api/v1/hello", {"name": "Ada"}),
-    ("get", "/health/live"): {200: lambda c: c.client.get("/health/live")},
-    ("get", "/health/ready"): {200: lambda c: c.client.get("/health/ready"), 503: failing_ready},
-    ("get", "/problems"): {200: lambda c: c.client.get("/problems")},
+    ("get", "/health/live"): {
+        200: lambda c: c.client.get("/health/live"),
+        400: unknown_parameter(lambda c: "/health/live"),
+    },
+    ("get", "/health/ready"): {
+        200: lambda c: c.client.get("/health/ready"),
+        400: unknown_parameter(lambda c: "/health/ready"),
+        503: failing_ready,
+    },
+    ("get", "/problems"): {
+        200: lambda c: c.client.get("/problems"),
+        400: unknown_parameter(lambda c: "/problems"),
+    },
     ("get", "/problems/{slug}"): {
         200: lambda c: c.client.get("/problems/validation-error"),
+        400: unknown_parameter(lambda c: "/problems/validation-error"),
         404: lambda c: c.client.get("/problems/nope"),
     },
     ("get", "/api/v1/tasks"): {
@@ -88,6 +116,7 @@ SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
     ("get", TASK): {
         200: lambda c: c.client.get(c.url),
         304: lambda c: c.client.get(c.url, headers={"If-None-Match": c.etag}),
+        400: unknown_parameter(lambda c: c.url),
         404: lambda c: c.client.get(c.missing),
     },
     **{
@@ -99,16 +128,30 @@ SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
             409: lambda c, m=method: c.client.open(
                 c.url, method=m.upper(), json={"title": "x", "status": "in_progress"}
             ),
-            412: lambda c, m=method: c.client.open(
-                c.url, method=m.upper(), json={"title": "x"}, headers={"If-Match": '"stale"'}
-            ),
+            412: [
+                lambda c, m=method, h=headers: c.client.open(
+                    c.url, method=m.upper(), json={"title": "x"}, headers=h(c)
+                )
+                for headers in FAILING_PRECONDITIONS
+            ],
         }
         for method in ("put", "patch")
     },
     ("delete", TASK): {
         204: lambda c: c.client.delete(c.url, headers={"If-Match": c.etag}),
+        400: [
+            lambda c: c.client.delete(c.url + "?unknown=1"),
+            lambda c: c.client.delete(c.url, headers={"If-Match": ""}),
+            lambda c: c.client.delete(c.url, headers={"If-None-Match": ","}),
+            lambda c: c.client.delete(
+                c.url, headers={"If-Unmodified-Since": "Wed, 21 Oct 2026 07:28:00 GMT"}
+            ),
+        ],
         404: lambda c: c.client.delete(c.missing),
-        412: lambda c: c.client.delete(c.url, headers={"If-Match": '"stale"'}),
+        412: [
+            lambda c, h=headers: c.client.delete(c.url, headers=h(c))
+            for headers in FAILING_PRECONDITIONS
+        ],
     },
     ("post", "/api/v1/tasks/bulk"): {
         **body_errors(

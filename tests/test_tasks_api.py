@@ -242,10 +242,19 @@ def test_pagination_envelope_and_links(any_client: FlaskClient) -> None:
     ("query", "parameter", "detail"),
     [
         ("page=0", "page", "must be at least 1"),
-        ("page=abc", "page", "must be an integer"),
+        ("page=abc", "page", "must be an integer (ASCII digits)"),
         ("per_page=0", "per_page", "must be between 1 and 100"),
         ("per_page=101", "per_page", "must be between 1 and 100"),
-        ("per_page=1.5", "per_page", "must be an integer"),
+        ("per_page=1.5", "per_page", "must be an integer (ASCII digits)"),
+        ("page=1_0", "page", "must be an integer (ASCII digits)"),
+        ("page=%D9%A1", "page", "must be an integer (ASCII digits)"),  # ARABIC-INDIC DIGIT ONE
+        ("page=%EF%BC%92", "page", "must be an integer (ASCII digits)"),  # FULLWIDTH DIGIT TWO
+        ("page=%202", "page", "must be an integer (ASCII digits)"),
+        ("page=2%20", "page", "must be an integer (ASCII digits)"),
+        ("page=%2B2", "page", "must be an integer (ASCII digits)"),
+        ("page=", "page", "must be an integer (ASCII digits)"),
+        ("per_page=" + "9" * 5000, "per_page", "must be between 1 and 100"),
+        ("per_page=-" + "9" * 30, "per_page", "must be between 1 and 100"),
         ("page=2", "page", "must be at most 1 (the last page)"),
         ("status=started", "status", "must be one of: todo, in_progress, blocked, done, cancelled"),
         ("priority=asap", "priority", "must be one of: low, medium, high, urgent"),

@@ -240,18 +240,16 @@ def test_forbidden_transition_is_rejected_with_the_allowed_ones(service: TaskSer
 def test_a_failing_precondition_changes_nothing(service: TaskService) -> None:
     task = service.create({"title": "a"})
     with pytest.raises(PreconditionFailed):
-        service.patch(task.id, {"title": "b"}, precondition=lambda current: False)
+        service.patch(task.id, {"title": "b"}, precondition=lambda current: "stale")
     with pytest.raises(PreconditionFailed):
-        service.delete(task.id, precondition=lambda current: False)
+        service.delete(task.id, precondition=lambda current: "stale")
     assert service.get(task.id) == task
 
 
 def test_the_precondition_sees_the_current_task(service: TaskService) -> None:
     task = service.create({"title": "a"})
     seen: list[Task] = []
-    service.replace(
-        task.id, {"title": "b"}, precondition=lambda current: seen.append(current) or True
-    )
+    service.replace(task.id, {"title": "b"}, precondition=lambda current: seen.append(current))
     assert seen == [task]
 
 
@@ -303,7 +301,9 @@ def test_one_bad_operation_means_nothing_is_applied(service: TaskService) -> Non
 def test_bulk_reports_a_stale_precondition(service: TaskService) -> None:
     task = service.create({"title": "a"})
     with pytest.raises(BulkOperationFailed) as caught:
-        service.bulk([BulkOperation("delete", task_id=task.id, precondition=lambda current: False)])
+        service.bulk(
+            [BulkOperation("delete", task_id=task.id, precondition=lambda current: "stale")]
+        )
     assert caught.value.extensions["errors"][0]["status"] == 412
     assert service.get(task.id) == task
 

@@ -47,6 +47,17 @@ class TaskApi(Api):
         # any handler: a 500 with an HTML page.
         return original_handler(e)
 
+    @property
+    def __schema__(self) -> dict[str, Any]:
+        """The spec, with operation-level ``consumes``: RESTX has no decorator for it, so an
+        operation declares ``@ns.vendor({"x-consumes": [...]})`` and it is moved here."""
+        schema = super().__schema__
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                if isinstance(operation, dict) and "x-consumes" in operation:
+                    operation["consumes"] = operation.pop("x-consumes")
+        return schema
+
     def render_root(self) -> dict[str, Any]:
         """``GET /``: a small index of where things are."""
         return {

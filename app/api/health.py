@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, fields
 
+from app.api.models import QUERY_ERROR, problem
+from app.api.resource import ApiResource
 from app.extensions import health_checks
 
 ns = Namespace(
@@ -39,21 +41,23 @@ readiness = ns.inherit(
 
 
 @ns.route("/live")
-class Liveness(Resource):
+class Liveness(ApiResource):
     @ns.doc("liveness", description="The process is up and serving. Calls no dependency.")
     @ns.response(200, "Alive", health)
+    @ns.response(400, QUERY_ERROR, problem)
     def get(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         return health_checks.summary(), 200, _NO_STORE
 
 
 @ns.route("/ready")
-class Readiness(Resource):
+class Readiness(ApiResource):
     @ns.doc(
         "readiness",
         description="Runs every registered dependency check; 503 with details if one fails.",
     )
     @ns.response(200, "Ready: every check passed", readiness)
     @ns.response(503, "Not ready: at least one check failed", readiness)
+    @ns.response(400, QUERY_ERROR, problem)
     def get(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         healthy, report = health_checks.readiness()
         return report, 200 if healthy else 503, _NO_STORE

@@ -80,10 +80,13 @@ _Operation = TypeVar("_Operation", bound=Callable[..., object])
 
 # What any operation that reads a JSON body can answer before its own logic runs.
 _JSON_BODY_ERRORS = (
-    (400, "The body is not valid JSON"),
+    (400, "The body is not valid JSON, or a query parameter is unknown"),
     (413, "The body is larger than MAX_CONTENT_LENGTH"),
     (415, "The body is not JSON (Content-Type)"),
 )
+
+
+QUERY_ERROR = "A query parameter is unknown; errors lists each"
 
 
 def json_body_errors(ns: Namespace) -> Callable[[_Operation], _Operation]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, fields
 from werkzeug.exceptions import NotFound
 
-from app.api.models import problem
+from app.api.models import QUERY_ERROR, problem
+from app.api.resource import ApiResource
 from app.core.errors import ApiProblem
 
 ns = Namespace("problems", description="What each error `type` URI means (RFC 9457 problem types)")
@@ -32,20 +33,22 @@ def _describe(slug: str) -> dict[str, Any]:
 
 
 @ns.route("")
-class ProblemTypeList(Resource):
+class ProblemTypeList(ApiResource):
     @ns.doc("list_problem_types", description="Every problem `type` this API can return.")
     # Documented, not marshalled: marshal_list_with would also apply an X-Fields mask, which
     # this API does not offer (a malformed one was a 500).
     @ns.response(200, "Every problem type this API returns", [problem_type])
+    @ns.response(400, QUERY_ERROR, problem)
     def get(self) -> list[dict[str, Any]]:
         return [_describe(slug) for slug in sorted(ApiProblem.catalog)]
 
 
 @ns.route("/<string:slug>")
 @ns.param("slug", "Problem type name", **{"x-example": "validation-error"})  # Swagger 2 form
-class ProblemTypeDetail(Resource):
+class ProblemTypeDetail(ApiResource):
     @ns.doc("get_problem_type", description="What one problem `type` URI means.")
     @ns.response(200, "The problem type", problem_type)
+    @ns.response(400, QUERY_ERROR, problem)
     @ns.response(404, "No such problem type", problem)
     def get(self, slug: str) -> dict[str, Any]:
         if slug not in ApiProblem.catalog:

@@ -23,8 +23,6 @@ WRITE_CACHE_CONTROL = "no-store"
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-ETagPrecondition = Callable[[str], bool]
-
 
 def dump_json(payload: Any) -> bytes:
     """Compact, deterministic JSON (key order as built): the bytes every ETag is computed from."""
@@ -70,23 +68,86 @@ def no_content(cache_control: str = WRITE_CACHE_CONTROL) -> Response:
 
 
 class InvalidPrecondition(ValueError):
-    """An If-Match value that names no entity tag (empty, or only commas)."""
+    """A precondition header that names no entity tag (empty, or only commas), or one refused."""
 
 
-def if_match_precondition(header_value: str | None = None) -> ETagPrecondition | None:
-    """``If-Match`` (from the request, or a given value) as a check on the current ETag.
+# Given the current ETag: None if the request may go ahead, else why not (for a 412).
+ETagCheck = Callable[[str], str | None]
 
-    None when there is no precondition. A value that is present but names no tag is refused
-    rather than ignored: a client whose ETag variable came out empty must not lose the protection
-    silently. Comparison is strong (RFC 9110): weak tags never match, ``*`` matches anything.
-    """
-    if header_value is None:
-        header_value = request.headers.get("If-Match")
-        if header_value is None:
-            return None
-        etags: ETags = request.if_match
-    else:
-        etags = parse_etags(header_value)
+CHANGED = "The resource changed since the ETag you sent in If-Match was issued."
+WEAK_NEVER_MATCHES = (
+    'If-Match compares strongly (RFC 9110): a weak ETag (W/"...") never matches, so a write '
+    "cannot be conditional on one. Send the ETag exactly as a GET returned it."
+)
+STILL_MATCHES = "If-None-Match matches the resource's current ETag."
+EXISTS = "If-None-Match: * asks for the write only if the resource does not exist, and it does."
+
+
+def _parsed(header_value: str) -> ETags:
+    etags = parse_etags(header_value)
     if not etags:
         raise InvalidPrecondition("must be a quoted entity tag (from an ETag header) or *")
-    return etags.contains
+    return etags
+
+
+def if_match_check(header_value: str | None) -> ETagCheck | None:
+    """An ``If-Match`` value as a check on the current ETag; None when there is no header.
+
+    A value that is present but names no tag is refused rather than ignored: a client whose ETag
+    variable came out empty must not lose the protection silently. Comparison is strong
+    (RFC 9110): weak tags never match, ``*`` matches anything.
+    """
+    if header_value is None:
+        return None
+    etags = _parsed(header_value)
+
+    def check(current: str) -> str | None:
+        if etags.contains(current):
+            return None
+        return CHANGED if etags.as_set() else WEAK_NEVER_MATCHES
+
+    return check
+
+
+def if_none_match_check(header_value: str | None) -> ETagCheck | None:
+    """``If-None-Match`` on a write (RFC 9110 13.1.2): fails when ``*`` (the resource exists) or
+    when a tag matches the current ETag, compared weakly."""
+    if header_value is None:
+        return None
+    etags = _parsed(header_value)
+
+    def check(current: str) -> str | None:
+        if etags.star_tag:
+            return EXISTS
+        return STILL_MATCHES if etags.contains_weak(current) else None
+
+    return check
+
+
+def write_precondition() -> ETagCheck | None:
+    """The preconditions of the current write request, combined; raises InvalidPrecondition.
+
+    ``If-Unmodified-Since`` is refused, not ignored: HTTP dates have one-second precision, so two
+    writes within a second would both pass it. ``If-Match`` does the job exactly.
+    """
+    headers = request.headers
+    if "If-Unmodified-Since" in headers:
+        raise InvalidPrecondition(
+            "If-Unmodified-Since is not supported: a date with one-second precision cannot "
+            "protect a write; send If-Match with the ETag instead"
+        )
+    checks: list[ETagCheck] = []
+    for name, make_check in (("If-Match", if_match_check), ("If-None-Match", if_none_match_check)):
+        try:
+            check = make_check(headers.get(name))
+        except InvalidPrecondition as exc:
+            raise InvalidPrecondition(f"The {name} header {exc}") from None
+        if check is not None:
+            checks.append(check)
+    if len(checks) < 2:
+        return checks[0] if checks else None
+
+    def both(current: str) -> str | None:
+        return checks[0](current) or checks[1](current)
+
+    return both

@@ -14,6 +14,7 @@ from flask import request
 from flask_restx import Model
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
+from werkzeug.exceptions import UnsupportedMediaType
 
 from app.core.errors import ValidationProblem
 
@@ -28,16 +29,18 @@ _TYPE_NAMES = {
 }
 
 
-# A key longer than this is shortened in error pointers (ending in "..."): an error body must
-# never grow with the input.
+# A key or parameter name longer than this is shortened in errors (ending in "..."): an error
+# body must never grow with the input.
 POINTER_PART_MAX = 64
 
 
+def shortened(name: str) -> str:
+    """A client-chosen name (key, parameter) cut to a length fit for an error body."""
+    return name if len(name) <= POINTER_PART_MAX else name[: POINTER_PART_MAX - 3] + "..."
+
+
 def _pointer_part(part: Any) -> str:
-    text = str(part)
-    if len(text) > POINTER_PART_MAX:
-        text = text[: POINTER_PART_MAX - 3] + "..."
-    return text.replace("~", "~0").replace("/", "~1")
+    return shortened(str(part)).replace("~", "~0").replace("/", "~1")
 
 
 def json_pointer(path: Iterable[Any]) -> str:
@@ -146,9 +149,25 @@ def schema_errors(schema: dict[str, Any], payload: Any) -> list[dict[str, str]]:
     return sorted(errors, key=lambda e: (e["pointer"], e["detail"]))[:limit]  # stable order
 
 
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"  # RFC 7396
+
+
+def json_body(media_types: tuple[str, ...] = (JSON,)) -> Any:
+    """The parsed body: 415 unless its Content-Type is one of ``media_types``, 400 if malformed.
+
+    Checked by name, not by "anything ending in +json": a JSON Patch (RFC 6902,
+    ``application/json-patch+json``) is a list of operations, not a document, and must not be
+    read as one.
+    """
+    if request.mimetype not in media_types:
+        raise UnsupportedMediaType(f"Send the body as {' or '.join(media_types)}.")
+    return request.get_json()
+
+
 def validated_body(model: Model) -> dict[str, Any]:
     """The JSON body checked against ``model``: 400 malformed, 415 not JSON, 422 invalid."""
-    payload = request.get_json()
+    payload = json_body()
     errors = schema_errors(model.__schema__, payload)
     if errors:
         raise ValidationProblem(errors)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask_restx import Namespace, Resource
+from flask_restx import Namespace
 
-from app.api.models import json_body_errors, problem
+from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.resource import ApiResource
 from app.core.validation import validated_body
 from app.hello import service
 from app.hello.schemas import greeting, greeting_request
@@ -15,9 +16,10 @@ for model in (greeting, greeting_request):
 
 
 @ns.route("")
-class Hello(Resource):
+class Hello(ApiResource):
     @ns.doc("say_hello", description="Returns the course's first demo response.")
     @ns.response(200, "The greeting", greeting)
+    @ns.response(400, QUERY_ERROR, problem)
     def get(self) -> dict[str, str]:
         return {"message": service.greet()}
 

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, request
-from flask_restx import Namespace, Resource
+from flask_restx import Namespace
 from werkzeug.exceptions import BadRequest
 
-from app.api.models import json_body_errors, problem
+from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.resource import ApiResource
 from app.core.errors import ValidationProblem
 from app.core.http_cache import (
     READ_CACHE_CONTROL,
     WRITE_CACHE_CONTROL,
+    ETagCheck,
     InvalidPrecondition,
     etag_of,
-    if_match_precondition,
+    if_match_check,
     json_response,
     no_content,
+    write_precondition,
 )
-from app.core.validation import schema_errors
+from app.core.validation import JSON, MERGE_PATCH, json_body, schema_errors
 from app.tasks import task_service
 from app.tasks.models import Task
 from app.tasks.repository import Page
@@ -61,12 +63,19 @@ _IF_NONE_MATCH_PARAM = {
         "description": "ETag from an earlier read; 304 with no body if it still matches",
     }
 }
-_IF_MATCH_PARAM = {
+_WRITE_PRECONDITION_PARAMS = {
     "If-Match": {
         "in": "header",
         "type": "string",
-        "description": "ETag from an earlier read; 412 if the task changed since (optional)",
-    }
+        "description": "ETag from an earlier read; 412 if the task changed since (optional; "
+        "strong comparison, so a weak W/ tag never matches)",
+    },
+    "If-None-Match": {
+        "in": "header",
+        "type": "string",
+        "description": "Optional: 412 if it is * (the task exists) or matches the current ETag. "
+        "If-Unmodified-Since is refused (400): use If-Match.",
+    },
 }
 
 
@@ -75,15 +84,15 @@ def task_etag(item: Task) -> str:
     return etag_of(task_json(item))
 
 
-def _etag_check(check: Callable[[str], bool]) -> Precondition:
+def _etag_check(check: ETagCheck) -> Precondition:
     return lambda current: check(task_etag(current))
 
 
 def _precondition() -> Precondition | None:
     try:
-        check = if_match_precondition()
+        check = write_precondition()
     except InvalidPrecondition as exc:
-        raise BadRequest(f"The If-Match header {exc}.") from None
+        raise BadRequest(f"{exc}.") from None
     return None if check is None else _etag_check(check)
 
 
@@ -93,10 +102,6 @@ def _task_response(item: Task, status: int = 200, **headers: str) -> Response:
     return json_response(
         encoded=task_json(item), status=status, headers=headers, cache_control=cache_control
     )
-
-
-def _json_body() -> Any:
-    return request.get_json()  # 400 if malformed, 415 if not JSON
 
 
 def _link_header(page: Page) -> str:
@@ -117,7 +122,9 @@ def _link_header(page: Page) -> str:
 
 
 @ns.route("")
-class TaskCollection(Resource):
+class TaskCollection(ApiResource):
+    query_parameters = {"get": frozenset(LIST_PARAMS_DOC)}
+
     @ns.doc(
         "list_tasks",
         description="Filter, sort and page through tasks.",
@@ -141,7 +148,7 @@ class TaskCollection(Resource):
     @json_body_errors(ns)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
     def post(self) -> Response:
-        created = task_service().create(_json_body())
+        created = task_service().create(json_body())
         return _task_response(created, 201, Location=f"{request.path}/{created.id}")
 
 
@@ -152,7 +159,7 @@ class TaskCollection(Resource):
     format="uuid",
     **{"x-example": EXAMPLE_TASK_ID},
 )
-class TaskItem(Resource):
+class TaskItem(ApiResource):
     @ns.doc(
         "get_task",
         description="One task. Send If-None-Match with its ETag to get 304.",
@@ -160,6 +167,7 @@ class TaskItem(Resource):
     )
     @ns.response(200, "The task", task, headers=_ETAG_HEADER)
     @ns.response(304, "Not modified: your If-None-Match still matches")
+    @ns.response(400, QUERY_ERROR, problem)
     @ns.response(404, "No such task", problem)
     def get(self, task_id: uuid.UUID) -> Response:
         return _task_response(task_service().get(task_id))
@@ -169,7 +177,7 @@ class TaskItem(Resource):
         description="Replace every writable field (omitted ones reset to "
         "their defaults). Read-only fields are ignored.",
     )
-    @ns.doc(params=_IF_MATCH_PARAM)
+    @ns.doc(params=_WRITE_PRECONDITION_PARAMS)
     @ns.expect(task_input)
     @ns.response(200, "The replaced task", task, headers=_ETAG_HEADER)
     @json_body_errors(ns)
@@ -178,7 +186,7 @@ class TaskItem(Resource):
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
     def put(self, task_id: uuid.UUID) -> Response:
-        replaced = task_service().replace(task_id, _json_body(), precondition=_precondition())
+        replaced = task_service().replace(task_id, json_body(), precondition=_precondition())
         return _task_response(replaced)
 
     @ns.doc(
@@ -187,7 +195,8 @@ class TaskItem(Resource):
         "null clears description, due_date or tags. Content-Type application/merge-patch+json "
         "or application/json.",
     )
-    @ns.doc(params=_IF_MATCH_PARAM)
+    @ns.doc(params=_WRITE_PRECONDITION_PARAMS)
+    @ns.vendor({"x-consumes": [MERGE_PATCH, JSON]})
     @ns.expect(task_patch)
     @ns.response(200, "The updated task", task, headers=_ETAG_HEADER)
     @json_body_errors(ns)
@@ -196,12 +205,17 @@ class TaskItem(Resource):
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
     def patch(self, task_id: uuid.UUID) -> Response:
-        patched = task_service().patch(task_id, _json_body(), precondition=_precondition())
+        patched = task_service().patch(
+            task_id, json_body((MERGE_PATCH, JSON)), precondition=_precondition()
+        )
         return _task_response(patched)
 
     @ns.doc("delete_task", description="Delete a task.")
-    @ns.doc(params=_IF_MATCH_PARAM)
+    @ns.doc(params=_WRITE_PRECONDITION_PARAMS)
     @ns.response(204, "Deleted")
+    @ns.response(
+        400, "If-Match or If-None-Match is malformed, or a query parameter is unknown", problem
+    )
     @ns.response(404, "No such task", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
     def delete(self, task_id: uuid.UUID) -> Response:
@@ -264,7 +278,7 @@ def _bulk_operations(body: Any) -> list[BulkOperation]:
         check = None
         if "if_match" in raw:
             try:
-                check = if_match_precondition(raw["if_match"])
+                check = if_match_check(raw["if_match"])
             except InvalidPrecondition as exc:
                 errors.append({"pointer": f"{at}/if_match", "detail": str(exc)})
         operations.append(
@@ -291,7 +305,7 @@ def _bulk_result(result: BulkResult) -> dict[str, Any]:
 
 
 @ns.route("/bulk")
-class TaskBulk(Resource):
+class TaskBulk(ApiResource):
     @ns.doc(
         "bulk_tasks",
         description="Up to 100 create/update/delete operations, applied in order and atomically: "
@@ -302,7 +316,7 @@ class TaskBulk(Resource):
     @json_body_errors(ns)
     @ns.response(422, "The request or an operation is invalid; nothing was applied", problem)
     def post(self) -> Response:
-        results = task_service().bulk(_bulk_operations(_json_body()))
+        results = task_service().bulk(_bulk_operations(json_body()))
         return json_response(
             {"results": [_bulk_result(r) for r in results]},
             cache_control=WRITE_CACHE_CONTROL,

@@ -24,7 +24,7 @@ from werkzeug.datastructures import MultiDict
 
 from app.core.errors import ValidationProblem
 from app.core.http_cache import dump_json
-from app.core.validation import schema_errors
+from app.core.validation import schema_errors, shortened
 from app.tasks.models import Priority, Status, Task
 from app.tasks.repository import SORTABLE_FIELDS, Page, TaskQuery
 
@@ -255,6 +255,9 @@ LIST_PARAMS_DOC = {name: {"in": "query", **spec} for name, spec in LIST_PARAMS.i
 _SINGLE_VALUED = [name for name, spec in LIST_PARAMS.items() if spec["type"] != "array"]
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _int_param(
     args: MultiDict[str, str],
     name: str,
@@ -266,11 +269,13 @@ def _int_param(
     raw = args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        errors.append({"parameter": name, "detail": "must be an integer"})
+    # int() would also take " 2", "1_0" and other scripts' digits ("\u0661"): a URL parameter
+    # is ASCII digits, nothing else. Past 18 digits a number is over any limit anyway, and is
+    # not worth converting.
+    if _INTEGER.fullmatch(raw) is None:
+        errors.append({"parameter": name, "detail": "must be an integer (ASCII digits)"})
         return default
+    value = int(raw) if len(raw.lstrip("-")) <= 18 else (-1 if raw[0] == "-" else 1) * 10**18
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         errors.append({"parameter": name, "detail": f"must be {bound}"})
@@ -304,7 +309,7 @@ def parse_task_query(args: MultiDict[str, str]) -> TaskQuery:
     errors: list[dict[str, str]] = []
     unknown = sorted(set(args) - set(LIST_PARAMS))
     for name in unknown:
-        errors.append({"parameter": name, "detail": "is not a known parameter"})
+        errors.append({"parameter": shortened(name), "detail": "is not a known parameter"})
     for name in _SINGLE_VALUED:  # ?page=1&page=abc must not quietly mean page 1
         if len(args.getlist(name)) > 1:
             errors.append({"parameter": name, "detail": "must be given once"})

@@ -17,8 +17,8 @@ from app.tasks.models import Status, Task, can_transition, new_task_id, utc_now
 from app.tasks.repository import Page, TaskQuery, TaskRepository
 from app.tasks.schemas import check_patch, task_document, task_fields
 
-# Called with the current task; False means "it changed since the client read it".
-Precondition = Callable[[Task], bool]
+# Called with the current task: None lets the write go ahead, a string says why not (412).
+Precondition = Callable[[Task], str | None]
 
 
 class TaskNotFound(ApiProblem):
@@ -38,8 +38,9 @@ class PreconditionFailed(ApiProblem):
         slug="precondition-failed",
         title="Precondition failed",
         status=412,
-        description="The If-Match ETag no longer matches: the resource changed since you read "
-        "it. GET it again, reapply your change to the new version, and retry.",
+        description="A precondition of the write failed; nothing was written. Usually the "
+        "If-Match ETag no longer matches: the resource changed since you read it, so GET it "
+        "again, reapply your change to the new version, and retry. `detail` says which one.",
     )
 
 
@@ -189,10 +190,9 @@ class TaskService:
 
     def _current(self, task_id: uuid.UUID, precondition: Precondition | None) -> Task:
         current = self.get(task_id)
-        if precondition is not None and not precondition(current):
-            raise PreconditionFailed(
-                "The task changed since the ETag you sent in If-Match was issued."
-            )
+        failure = None if precondition is None else precondition(current)
+        if failure is not None:
+            raise PreconditionFailed(failure)
         return current
 
     def _save(self, current: Task, values: dict[str, Any]) -> Task:
