@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 import threading
 import time
@@ -10,10 +11,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from app.tasks.models import new_task_id
+from tests.conftest import make_app
 
 TASKS = "/api/v1/tasks"
+JSON_HEADERS = {"Content-Type": "application/json"}
 DATES = "must be an ISO 8601 date-time with a time zone, in the years 1900-9999"
 
 
@@ -583,3 +587,27 @@ def test_production_warns_that_memory_storage_is_per_process(
     assert "TASK_STORAGE=memory" not in caplog.text
     make_app("production")
     assert "TASK_STORAGE=memory" in caplog.text
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+def test_a_304_from_the_real_dev_server_has_one_date_header(env: str) -> None:
+    app = make_app(env)
+    server = make_server("127.0.0.1", 0, app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
+        connection.request("POST", TASKS, body=b'{"title": "dated"}', headers=JSON_HEADERS)
+        created = connection.getresponse()
+        created.read()
+        location, etag = created.getheader("Location"), created.getheader("ETag")
+        connection.request("GET", location, headers={"If-None-Match": etag})
+        reply = connection.getresponse()
+        reply.read()
+        assert reply.status == 304
+        assert len(reply.headers.get_all("Date")) == 1
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -57,6 +57,9 @@ def json_response(
     conditional = "If-None-Match" in request.headers or "If-Modified-Since" in request.headers
     if conditional and status == 200 and request.method in {"GET", "HEAD"}:
         response.make_conditional(request)
+        # make_conditional adds Date, which the HTTP server sends anyway: the dev server would
+        # send it twice. Date is the server's header (RFC 9110 6.6.1).
+        del response.headers["Date"]
     return response
 
 
