@@ -142,7 +142,11 @@ class TaskCollection(ApiResource):
         page = task_service().list(parse_task_query(request.args))
         return json_response(encoded=task_page_json(page), headers={"Link": _link_header(page)})
 
-    @ns.doc("create_task", description="Create a task. Read-only fields are ignored.")
+    @ns.doc(
+        "create_task",
+        description="Create a task. Read-only fields are ignored. It may start in any status "
+        "(default todo), so imported tasks keep theirs; the lifecycle governs later changes.",
+    )
     @ns.expect(task_input)
     @ns.response(201, "Created; Location points at it", task, headers=_ETAG_HEADER)
     @json_body_errors(ns)
