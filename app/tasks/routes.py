@@ -148,7 +148,12 @@ class TaskCollection(ApiResource):
         "(default todo), so imported tasks keep theirs; the lifecycle governs later changes.",
     )
     @ns.expect(task_input)
-    @ns.response(201, "Created; Location points at it", task, headers=_ETAG_HEADER)
+    @ns.response(
+        201,
+        "Created; Location points at it",
+        task,
+        headers={**_ETAG_HEADER, "Location": {"type": "string", "description": "The new task"}},
+    )
     @json_body_errors(ns)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
     def post(self) -> Response:
