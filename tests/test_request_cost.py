@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -114,18 +115,23 @@ def test_hostile_body_costs_about_as_much_as_parsing_it(any_client: FlaskClient,
             any_client.open(path, method=method, data=body, headers={"Content-Type": content_type})
         )
 
+    first = _seconds(send)
+    assert responses[-1].status_code == 422
+    # The answer does not grow with the input either.
+    assert len(responses[-1].data) < 100_000
+    if sys.gettrace() is not None:
+        # Coverage's tracer slows our Python several times over and json.loads not at all;
+        # .ci/run runs this file again without coverage.
+        pytest.skip("timing is meaningless under a tracer")
     parsing = min(_seconds(lambda: json.loads(body)) for _ in range(3))
     bound = PARSE_MULTIPLE * parsing + FIXED_ALLOWANCE_S
     # Up to three tries, so one unlucky pause on a busy machine does not fail the test.
-    handling = [_seconds(send)]
+    handling = [first]
     while handling[-1] >= bound and len(handling) < 3:
         handling.append(_seconds(send))
-    assert responses[-1].status_code == 422
     assert min(handling) < bound, (
         f"{case}: {min(handling) * 1000:.1f} ms to answer, {parsing * 1000:.1f} ms to parse"
     )
-    # The answer does not grow with the input either.
-    assert len(responses[-1].data) < 100_000
 
 
 def test_oversized_bulk_is_refused_before_looking_at_operations(any_client: FlaskClient) -> None:
