@@ -17,8 +17,8 @@ from app.core.middleware import RequestTrackingMiddleware
 from app.core.request_body import init_request_body
 from app.core.routing import ApiFlask
 from app.core.sessions import OnDemandCookieSessionInterface
+from app.db import init_databases
 from app.extensions import health_checks
-from app.tasks import init_tasks
 from app.version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -36,7 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_request_body(app)  # after it: wraps the request class it installs
     init_api_versioning(app)
     health_checks.init_app(app)
-    init_tasks(app)
+    init_databases(app)
     create_api(app)
     register_cli(app)
     # Outermost, so the request id and access log cover everything, versioning included.

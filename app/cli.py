@@ -7,13 +7,25 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask_migrate import upgrade
 
 from app.api.postman import DEFAULT_BASE_URL, app_spec, postman_collection
+from app.tasks import seed_demo_tasks
 
 _SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
 
 
 def register_cli(app: Flask) -> None:
+    @app.cli.command("db-prepare")
+    def db_prepare() -> None:
+        """Upgrade every database (control and shards) to the newest revision, then seed the
+        demo tasks where SEED_DEMO_DATA is on and the default workspace is empty."""
+        upgrade()
+        if current_app.config["SEED_DEMO_DATA"]:
+            added = seed_demo_tasks()
+            if added:
+                click.echo(f"Seeded {added} demo tasks into the default workspace.", err=True)
+
     @app.cli.command("settings")
     def show_settings() -> None:
         """Print the effective configuration (secrets masked) as JSON."""

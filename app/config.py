@@ -58,8 +58,19 @@ class BaseConfig:
     # Largest accepted request body in bytes; larger bodies get 413.
     MAX_CONTENT_LENGTH = 1024 * 1024
 
-    # Task storage: "memory" (chapter 3 adds a database). Demo tasks are seeded in development.
-    TASK_STORAGE = "memory"
+    # Databases (chapter 3). DATABASE_URL: the control database (the workspace directory); unset
+    # outside production: sqlite:///taskapi.db in instance/. SHARD_URLS: "name=url,name=url", the
+    # shard databases holding the tasks; unset: one shard, "main", on the control database.
+    # PostgreSQL URLs name the driver: postgresql+psycopg://user@host:5432/dbname
+    DATABASE_URL: str | None = None
+    SHARD_URLS: str | None = None
+    # Connection pool per PostgreSQL database (SQLAlchemy's QueuePool).
+    DATABASE_POOL_SIZE = 5
+    DATABASE_MAX_OVERFLOW = 10
+    DATABASE_POOL_TIMEOUT = 5  # seconds to wait for a free connection before a 503
+    DATABASE_POOL_RECYCLE = 1800  # seconds; below any server or proxy idle timeout
+    DATABASE_POOL_PRE_PING = True  # test a pooled connection before use: survives restarts
+    # Demo tasks are seeded in development (into the default workspace, when it is empty).
     SEED_DEMO_DATA = False
 
     # Swagger / Flask-RESTX.
@@ -76,6 +87,8 @@ class DevelopmentConfig(BaseConfig):
     LOG_LEVEL = "DEBUG"
     LOG_FORMAT = "text"
     SEED_DEMO_DATA = True
+    # Two shard files beside the control database, so sharding is there to see.
+    SHARD_URLS: str | None = "shard-1=sqlite:///shard-1.db,shard-2=sqlite:///shard-2.db"
 
 
 class TestingConfig(BaseConfig):
@@ -153,8 +166,6 @@ def validate_config(settings: Mapping[str, Any]) -> None:
         problems.append(f"LOG_FORMAT must be 'json' or 'text', got {settings['LOG_FORMAT']!r}")
     if str(settings["LOG_LEVEL"]).upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         problems.append(f"LOG_LEVEL must be a logging level name, got {settings['LOG_LEVEL']!r}")
-    if settings.get("TASK_STORAGE") not in {"memory"}:
-        problems.append(f"TASK_STORAGE must be 'memory', got {settings.get('TASK_STORAGE')!r}")
     if settings[ENV_VAR] in {"testing", "production"} and settings.get("SEED_DEMO_DATA"):
         problems.append("SEED_DEMO_DATA is only for development")
     if settings[ENV_VAR] == "production":
@@ -167,13 +178,15 @@ def validate_config(settings: Mapping[str, Any]) -> None:
             problems.append(
                 f"SECRET_KEY is shorter than {MIN_PRODUCTION_SECRET_KEY_LENGTH} characters"
             )
+        if not settings.get("DATABASE_URL"):
+            problems.append("DATABASE_URL is not set")
         if settings.get("DEBUG"):
             problems.append("DEBUG is on")
         if settings.get("TESTING"):
             problems.append("TESTING is on")
     if problems:
         hint = ""
-        if settings[ENV_VAR] == "production":
+        if any(problem.startswith("SECRET_KEY") for problem in problems):
             hint = " Generate a key: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
         raise ConfigError(
             f"refusing to start with {ENV_VAR}={settings[ENV_VAR]}: "

@@ -13,17 +13,24 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.tasks import seed_demo_tasks
+from tests.databases import fresh_databases
 
 # Long and random-looking: production accepts it. Only tests use it.
 PRODUCTION_TEST_SECRET = "kq3V9x0bM8uZr2tLw7pYc4nJd6hEa1sGf5iTo"
 
 
-def make_app(env: str = "testing", **overrides: Any) -> Flask:
-    config: dict[str, Any] = {"APP_ENV": env}
+def make_app(env: str = "testing", *, seed: bool | None = None, **overrides: Any) -> Flask:
+    """An app on its own fresh databases. Development seeds the demo tasks, as ./scripts/run."""
+    config: dict[str, Any] = {"APP_ENV": env, **fresh_databases()}
     if env == "production":
         config["SECRET_KEY"] = PRODUCTION_TEST_SECRET
     config.update(overrides)
-    return create_app(config)
+    app = create_app(config)
+    if seed if seed is not None else app.config["SEED_DEMO_DATA"]:
+        with app.app_context():
+            seed_demo_tasks()
+    return app
 
 
 @pytest.fixture

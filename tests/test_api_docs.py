@@ -70,7 +70,7 @@ def test_root_is_a_json_index(client: FlaskClient) -> None:
     index = response.json
     assert index["name"] == "Task Management API"
     assert index["version"] == __version__
-    assert index["api_versions"] == ["1"]
+    assert index["api_versions"] == ["1", "2"]
     for link in index["links"].values():
         assert client.get(link).status_code == 200, link
 

@@ -12,7 +12,7 @@ import pytest
 
 from app import create_app
 from app.config import ConfigError, load_config
-from tests.conftest import PRODUCTION_TEST_SECRET
+from tests.conftest import PRODUCTION_TEST_SECRET, make_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def test_development_is_the_default_profile() -> None:
 def test_one_variable_selects_the_profile(
     env: str, debug: bool, testing: bool, log_format: str
 ) -> None:
-    environ = {"APP_ENV": env, "SECRET_KEY": PRODUCTION_TEST_SECRET}
+    environ = {"APP_ENV": env, "SECRET_KEY": PRODUCTION_TEST_SECRET, "DATABASE_URL": "sqlite://"}
     settings = load_config(environ=environ)
     assert (settings["APP_ENV"], settings["DEBUG"], settings["TESTING"]) == (env, debug, testing)
     assert settings["LOG_FORMAT"] == log_format
@@ -98,15 +98,16 @@ def test_create_app_reads_the_process_environment(monkeypatch: pytest.MonkeyPatc
         ({"SECRET_KEY": "short-but-not-known"}, "shorter than 32"),
         ({"SECRET_KEY": PRODUCTION_TEST_SECRET, "DEBUG": True}, "DEBUG is on"),
         ({"SECRET_KEY": PRODUCTION_TEST_SECRET, "TESTING": True}, "TESTING is on"),
+        ({"SECRET_KEY": PRODUCTION_TEST_SECRET, "DATABASE_URL": None}, "DATABASE_URL is not set"),
     ],
 )
 def test_production_refuses_unsafe_settings(overrides: dict[str, object], reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
-        create_app({"APP_ENV": "production", **overrides})
+        create_app({"APP_ENV": "production", "DATABASE_URL": "sqlite://", **overrides})
 
 
 def test_production_starts_with_a_strong_secret() -> None:
-    app = create_app({"APP_ENV": "production", "SECRET_KEY": PRODUCTION_TEST_SECRET})
+    app = make_app("production")
     assert app.config["APP_ENV"] == "production"
     assert not app.debug
     assert not app.testing
@@ -165,7 +166,12 @@ def test_flask_cli_keeps_the_profiles_debug_setting(env: str, debug: bool, tmp_p
 
 
 def test_production_refuses_flask_debug() -> None:
-    environ = {"APP_ENV": "production", "SECRET_KEY": PRODUCTION_TEST_SECRET, "FLASK_DEBUG": "1"}
+    environ = {
+        "APP_ENV": "production",
+        "SECRET_KEY": PRODUCTION_TEST_SECRET,
+        "DATABASE_URL": "sqlite://",
+        "FLASK_DEBUG": "1",
+    }
     with pytest.raises(ConfigError, match="FLASK_DEBUG is on"):
         load_config(environ=environ)
 

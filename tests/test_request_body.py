@@ -39,6 +39,7 @@ from app.config import BaseConfig
 from app.core.errors import GENERIC_500_DETAIL, ApiRequest
 from app.core.request_body import MALFORMED_CHUNKED_DETAIL, BoundedBodyRequest
 from tests.conftest import CapturedLog
+from tests.databases import fresh_databases
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = BaseConfig.MAX_CONTENT_LENGTH
@@ -313,6 +314,7 @@ def gunicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     settings = {name for name in dir(BaseConfig) if name.isupper()} | {"FLASK_DEBUG"}
     env = {name: value for name, value in os.environ.items() if name not in settings}
     env |= {"APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(36)}
+    env |= fresh_databases()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             _gunicorn_args(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT

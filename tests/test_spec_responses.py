@@ -19,21 +19,30 @@ from app.extensions import health_checks
 from app.tasks.models import new_task_id
 from tests.conftest import make_app
 
-TASK = "/api/v1/tasks/{task_id}"
 BIG = "x" * (1024 * 1024 + 1)
+V2_WORKSPACES = "/api/v2/workspaces"
+V2_WORKSPACE = "/api/v2/workspaces/{workspace_id}"
+# Spec path of the task collection, per API version.
+TASKS_PATH = {"1": "/api/v1/tasks", "2": "/api/v2/workspaces/{workspace_id}/tasks"}
 
 
 class Ctx:
-    """A fresh app with one task, and helpers to hit an operation."""
+    """A fresh app with a workspace holding one task, and helpers to hit an operation. In v1 the
+    workspace is the default one; in v2 a new one."""
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, version: str) -> None:
         self.app = app
         self.client: FlaskClient = app.test_client()
-        created = self.client.post("/api/v1/tasks", json={"title": "fixture", "status": "done"})
+        created_workspace = self.client.post(V2_WORKSPACES, json={"name": "fixture"})
+        self.workspace = f"{V2_WORKSPACES}/{created_workspace.json['id']}"
+        self.workspace_etag = created_workspace.headers["ETag"]
+        self.missing_workspace = f"{V2_WORKSPACES}/{new_task_id()}"
+        self.tasks = "/api/v1/tasks" if version == "1" else f"{self.workspace}/tasks"
+        created = self.client.post(self.tasks, json={"title": "fixture", "status": "done"})
         self.task_id = created.json["id"]
         self.etag = created.headers["ETag"]
-        self.url = f"/api/v1/tasks/{self.task_id}"
-        self.missing = f"/api/v1/tasks/{new_task_id()}"
+        self.url = f"{self.tasks}/{self.task_id}"
+        self.missing = f"{self.tasks}/{new_task_id()}"
 
 
 Scenario = Callable[[Ctx], Any]  # a status may have a list of them (several ways to get it)
@@ -78,12 +87,18 @@ def unknown_parameter(url: Callable[[Ctx], str]) -> Scenario:
     return lambda c: c.client.get(url(c) + "?unknown=1")
 
 
-SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
-    ("get", "/api/v1/hello"): {
-        200: lambda c: c.client.get("/api/v1/hello"),
-        400: unknown_parameter(lambda c: "/api/v1/hello"),
+COMMON_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
+    **{
+        operation: scenarios
+        for hello in ("/api/v1/hello", "/api/v2/hello")
+        for operation, scenarios in {
+            ("get", hello): {
+                200: lambda c, h=hello: c.client.get(h),
+                400: unknown_parameter(lambda c, h=hello: h),
+            },
+            ("post", hello): body_errors("POST", lambda c, h=hello: h, {"name": "Ada"}),
+        }.items()
     },
-    ("post", "/api/v1/hello"): body_errors("POST", lambda c: "/api/v1/hello", {"name": "Ada"}),
     ("get", "/health/live"): {
         200: lambda c: c.client.get("/health/live"),
         400: unknown_parameter(lambda c: "/health/live"),
@@ -102,76 +117,126 @@ SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
         400: unknown_parameter(lambda c: "/problems/validation-error"),
         404: lambda c: c.client.get("/problems/nope"),
     },
-    ("get", "/api/v1/tasks"): {
-        200: lambda c: c.client.get("/api/v1/tasks?status=done"),
-        304: lambda c: c.client.get(
-            "/api/v1/tasks",
-            headers={"If-None-Match": c.client.get("/api/v1/tasks").headers["ETag"]},
+}
+
+
+def task_scenarios(version: str) -> dict[tuple[str, str], dict[int, Scenario]]:
+    collection = TASKS_PATH[version]
+    item = f"{collection}/{{task_id}}"
+    return {
+        ("get", collection): {
+            200: lambda c: c.client.get(f"{c.tasks}?status=done"),
+            304: lambda c: c.client.get(
+                c.tasks,
+                headers={"If-None-Match": c.client.get(c.tasks).headers["ETag"]},
+            ),
+            400: lambda c: c.client.get(f"{c.tasks}?per_page=0"),
+        },
+        ("post", collection): body_errors(
+            "POST", lambda c: c.tasks, {"title": "new"}, ok_status=201
         ),
-        400: lambda c: c.client.get("/api/v1/tasks?per_page=0"),
-    },
-    ("post", "/api/v1/tasks"): body_errors(
-        "POST", lambda c: "/api/v1/tasks", {"title": "new"}, ok_status=201
-    ),
-    ("get", TASK): {
-        200: lambda c: c.client.get(c.url),
-        304: lambda c: c.client.get(c.url, headers={"If-None-Match": c.etag}),
-        400: unknown_parameter(lambda c: c.url),
-        404: lambda c: c.client.get(c.missing),
-    },
-    **{
-        (method, TASK): {
-            **body_errors(method.upper(), lambda c: c.url, {"title": "changed", "status": "done"}),
-            404: lambda c, m=method: c.client.open(
-                c.missing, method=m.upper(), json={"title": "x"}
-            ),
-            409: lambda c, m=method: c.client.open(
-                c.url, method=m.upper(), json={"title": "x", "status": "in_progress"}
-            ),
+        ("get", item): {
+            200: lambda c: c.client.get(c.url),
+            304: lambda c: c.client.get(c.url, headers={"If-None-Match": c.etag}),
+            400: unknown_parameter(lambda c: c.url),
+            404: lambda c: c.client.get(c.missing),
+        },
+        **{
+            (method, item): {
+                **body_errors(
+                    method.upper(), lambda c: c.url, {"title": "changed", "status": "done"}
+                ),
+                404: lambda c, m=method: c.client.open(
+                    c.missing, method=m.upper(), json={"title": "x"}
+                ),
+                409: lambda c, m=method: c.client.open(
+                    c.url, method=m.upper(), json={"title": "x", "status": "in_progress"}
+                ),
+                412: [
+                    lambda c, m=method, h=headers: c.client.open(
+                        c.url, method=m.upper(), json={"title": "x"}, headers=h(c)
+                    )
+                    for headers in FAILING_PRECONDITIONS
+                ],
+            }
+            for method in ("put", "patch")
+        },
+        ("delete", item): {
+            204: lambda c: c.client.delete(c.url, headers={"If-Match": c.etag}),
+            400: [
+                lambda c: c.client.delete(c.url + "?unknown=1"),
+                lambda c: c.client.delete(c.url, headers={"If-Match": ""}),
+                lambda c: c.client.delete(c.url, headers={"If-None-Match": ","}),
+                lambda c: c.client.delete(
+                    c.url, headers={"If-Unmodified-Since": "Wed, 21 Oct 2026 07:28:00 GMT"}
+                ),
+            ],
+            404: lambda c: c.client.delete(c.missing),
             412: [
-                lambda c, m=method, h=headers: c.client.open(
-                    c.url, method=m.upper(), json={"title": "x"}, headers=h(c)
-                )
+                lambda c, h=headers: c.client.delete(c.url, headers=h(c))
                 for headers in FAILING_PRECONDITIONS
             ],
-        }
-        for method in ("put", "patch")
-    },
-    ("delete", TASK): {
-        204: lambda c: c.client.delete(c.url, headers={"If-Match": c.etag}),
+        },
+        ("post", f"{collection}/bulk"): {
+            **body_errors(
+                "POST",
+                lambda c: f"{c.tasks}/bulk",
+                {"operations": [{"op": "create", "task": {"title": "b"}}]},
+            ),
+            422: [
+                lambda c: c.client.post(f"{c.tasks}/bulk", json={"operations": []}),
+                lambda c: c.client.post(  # bulk-operation-failed, with per-operation errors
+                    f"{c.tasks}/bulk",
+                    json={
+                        "operations": [
+                            {"op": "create", "task": {"title": ""}},
+                            {"op": "delete", "id": str(new_task_id())},
+                        ]
+                    },
+                ),
+            ],
+        },
+    }
+
+
+WORKSPACE_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
+    ("get", V2_WORKSPACES): {
+        200: lambda c: c.client.get(f"{V2_WORKSPACES}?per_page=5"),
         400: [
-            lambda c: c.client.delete(c.url + "?unknown=1"),
-            lambda c: c.client.delete(c.url, headers={"If-Match": ""}),
-            lambda c: c.client.delete(c.url, headers={"If-None-Match": ","}),
-            lambda c: c.client.delete(
-                c.url, headers={"If-Unmodified-Since": "Wed, 21 Oct 2026 07:28:00 GMT"}
-            ),
-        ],
-        404: lambda c: c.client.delete(c.missing),
-        412: [
-            lambda c, h=headers: c.client.delete(c.url, headers=h(c))
-            for headers in FAILING_PRECONDITIONS
+            unknown_parameter(lambda c: V2_WORKSPACES),
+            lambda c: c.client.get(f"{V2_WORKSPACES}?page=0"),
+            lambda c: c.client.get(f"{V2_WORKSPACES}?page=99"),
         ],
     },
-    ("post", "/api/v1/tasks/bulk"): {
-        **body_errors(
-            "POST",
-            lambda c: "/api/v1/tasks/bulk",
-            {"operations": [{"op": "create", "task": {"title": "b"}}]},
+    ("post", V2_WORKSPACES): body_errors(
+        "POST", lambda c: V2_WORKSPACES, {"name": "new"}, ok_status=201
+    ),
+    ("get", V2_WORKSPACE): {
+        200: lambda c: c.client.get(c.workspace),
+        304: lambda c: c.client.get(c.workspace, headers={"If-None-Match": c.workspace_etag}),
+        400: unknown_parameter(lambda c: c.workspace),
+        404: lambda c: c.client.get(c.missing_workspace),
+    },
+    ("patch", V2_WORKSPACE): {
+        **body_errors("PATCH", lambda c: c.workspace, {"name": "renamed"}),
+        404: lambda c: c.client.patch(c.missing_workspace, json={"name": "x"}),
+        412: lambda c: c.client.patch(
+            c.workspace, json={"name": "x"}, headers={"If-Match": '"stale"'}
         ),
-        422: [
-            lambda c: c.client.post("/api/v1/tasks/bulk", json={"operations": []}),
-            lambda c: c.client.post(  # bulk-operation-failed, with per-operation errors
-                "/api/v1/tasks/bulk",
-                json={
-                    "operations": [
-                        {"op": "create", "task": {"title": ""}},
-                        {"op": "delete", "id": str(new_task_id())},
-                    ]
-                },
-            ),
-        ],
     },
+    ("delete", V2_WORKSPACE): {
+        204: lambda c: c.client.delete(c.workspace, headers={"If-Match": c.workspace_etag}),
+        400: lambda c: c.client.delete(c.workspace, headers={"If-Match": ""}),
+        404: lambda c: c.client.delete(c.missing_workspace),
+        412: lambda c: c.client.delete(c.workspace, headers={"If-Match": '"stale"'}),
+    },
+}
+
+SCENARIOS = {
+    **COMMON_SCENARIOS,
+    **task_scenarios("1"),
+    **task_scenarios("2"),
+    **WORKSPACE_SCENARIOS,
 }
 
 
@@ -225,7 +290,8 @@ CASES = [
 def test_each_documented_response_really_happens_as_documented(
     spec: dict[str, Any], env: str, operation: tuple[str, str], status: int, variant: int
 ) -> None:
-    ctx = Ctx(make_app(env, MAX_CONTENT_LENGTH=1024 * 1024))
+    version = "1" if operation[1].startswith("/api/v1/") else "2"
+    ctx = Ctx(make_app(env, MAX_CONTENT_LENGTH=1024 * 1024), version)
     scenarios = SCENARIOS[operation][status]
     scenario = scenarios[variant] if isinstance(scenarios, list) else scenarios
     response = scenario(ctx)

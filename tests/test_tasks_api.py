@@ -578,17 +578,6 @@ def test_a_huge_invalid_bulk_is_refused_quickly_with_a_bounded_answer(app: Flask
     assert client.get(TASKS).json["total"] == 0
 
 
-def test_production_warns_that_memory_storage_is_per_process(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    from tests.conftest import make_app
-
-    make_app("testing")
-    assert "TASK_STORAGE=memory" not in caplog.text
-    make_app("production")
-    assert "TASK_STORAGE=memory" in caplog.text
-
-
 @pytest.mark.parametrize("env", ["development", "production"])
 def test_a_304_from_the_real_dev_server_has_one_date_header(env: str) -> None:
     app = make_app(env)

@@ -1,31 +1,17 @@
-"""Concurrency: one winner per ETag, and no reader ever sees half of a bulk request."""
+"""Concurrency on the real database (SQLite files, or PostgreSQL with TEST_DATABASE_URL): one
+winner per ETag, and no reader ever sees half of a bulk request."""
 
 from __future__ import annotations
 
 import threading
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
 
-from app.tasks.models import Task
-from app.tasks.repository import InMemoryTaskRepository
-
 TASKS = "/api/v1/tasks"
 
 
-class SlowReadRepository(InMemoryTaskRepository):
-    """Reads take a little while, as they do against a database: it widens any race window."""
-
-    def get(self, task_id: uuid.UUID) -> Task | None:
-        task = super().get(task_id)
-        time.sleep(0.002)  # the row travels back while others may write
-        return task
-
-
 def test_parallel_patches_with_the_same_if_match_have_exactly_one_winner(app: Flask) -> None:
-    app.extensions["tasks"].repository = SlowReadRepository()
     client = app.test_client()
     task = client.post(TASKS, json={"title": "contended"}).json
     url = f"{TASKS}/{task['id']}"

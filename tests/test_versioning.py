@@ -33,7 +33,8 @@ def test_header_selects_the_version_on_unversioned_paths(
 def test_unversioned_path_without_header_gets_the_latest(any_client: FlaskClient) -> None:
     response = any_client.get("/api/hello")
     assert response.status_code == 200
-    assert response.headers["API-Version"] == "1"
+    assert response.headers["API-Version"] == "2"
+    assert "Deprecation" not in response.headers
 
 
 def test_access_log_shows_the_path_the_client_sent(
@@ -51,25 +52,25 @@ def test_header_versioning_reaches_post_bodies_too(any_client: FlaskClient) -> N
     assert response.json == {"message": "Hello, Ada!"}
 
 
-@pytest.mark.parametrize("path", ["/api/v2/hello", "/api/v0/hello", "/api/v10/hello", "/api/v2"])
+@pytest.mark.parametrize("path", ["/api/v3/hello", "/api/v0/hello", "/api/v10/hello", "/api/v3"])
 def test_unsupported_url_version_is_a_404_problem(any_client: FlaskClient, path: str) -> None:
     response = any_client.get(path)
     assert response.status_code == 404
     assert response.content_type == "application/problem+json"
     body = response.json
     assert body["type"] == "/problems/unsupported-api-version"
-    assert body["supported_versions"] == ["1"]
+    assert body["supported_versions"] == ["1", "2"]
     assert body["request_id"] == response.headers["X-Request-ID"]
     assert "API-Version" not in response.headers
 
 
-@pytest.mark.parametrize("header", ["2", "abc", "", "1.5", "v99999"])
+@pytest.mark.parametrize("header", ["3", "abc", "", "1.5", "v99999"])
 def test_unsupported_header_version_is_a_406_problem(any_client: FlaskClient, header: str) -> None:
     response = any_client.get("/api/hello", headers={"Accept-Version": header})
     assert response.status_code == 406
     body = response.json
     assert body["type"] == "/problems/unsupported-api-version"
-    assert body["supported_versions"] == ["1"]
+    assert body["supported_versions"] == ["1", "2"]
     assert header not in body["detail"] or not header
 
 
@@ -97,7 +98,7 @@ def test_unknown_path_under_a_supported_version_is_a_plain_404(any_client: Flask
 
 
 def test_vary_is_merged_with_one_the_view_already_sets(app: Flask) -> None:
-    @app.get("/api/v1/varied")
+    @app.get("/api/v2/varied")
     def varied() -> tuple[dict[str, str], int, dict[str, str]]:
         return {"ok": "yes"}, 200, {"Vary": "Accept-Encoding"}
 
@@ -112,4 +113,25 @@ def test_paths_that_merely_start_with_v_are_not_versions(
     response = any_client.get(path)
     assert response.status_code == 404
     assert response.json["type"] == "about:blank"
-    assert response.headers["API-Version"] == "1"  # served (and not found) by the latest
+    assert response.headers["API-Version"] == "2"  # served (and not found) by the latest
+
+
+def test_v1_is_deprecated_with_a_sunset_and_a_successor(any_client: FlaskClient) -> None:
+    for path in ("/api/v1/hello", "/api/v1/tasks", "/api/v1/nothing-here"):
+        response = any_client.get(path)
+        assert response.headers["API-Version"] == "1"
+        assert response.headers["Deprecation"] == "@1795651200"  # RFC 9745: 2026-11-26
+        assert response.headers["Sunset"] == "Wed, 30 Jun 2027 00:00:00 GMT"  # RFC 8594
+        assert '</api/v2/workspaces>; rel="successor-version"' in response.headers.getlist("Link")
+    current = any_client.get("/api/v2/hello")
+    assert "Deprecation" not in current.headers
+    assert "Sunset" not in current.headers
+
+
+def test_v1_operations_are_deprecated_in_the_spec(any_client: FlaskClient) -> None:
+    paths = any_client.get("/swagger.json").json["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            assert operation.get("deprecated", False) == path.startswith("/api/v1/"), (path, method)

@@ -17,8 +17,10 @@ from app.api.versioning import SUPPORTED_VERSIONS, VERSION_REQUEST_HEADER, VERSI
 from app.hello import routes as hello
 from app.tasks import routes as tasks
 from app.version import __version__
+from app.workspaces import routes as workspaces
 
 API_V1 = "/api/v1"
+API_V2 = "/api/v2"
 SWAGGER_UI_PATH = "/swagger"
 SPEC_PATH = "/swagger.json"
 
@@ -84,8 +86,11 @@ def create_api(app: Flask) -> Api:
     )
     for model in SHARED_MODELS:
         api.models[model.name] = model
-    api.add_namespace(tasks.ns, path=f"{API_V1}/tasks")
-    api.add_namespace(hello.ns, path=f"{API_V1}/hello")
+    api.add_namespace(workspaces.ns, path=f"{API_V2}/workspaces")
+    api.add_namespace(tasks.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/tasks")
+    api.add_namespace(hello.ns, path=f"{API_V2}/hello")
+    api.add_namespace(tasks.ns_v1, path=f"{API_V1}/tasks")
+    api.add_namespace(hello.ns_v1, path=f"{API_V1}/hello")
     api.add_namespace(health.ns, path="/health")
     api.add_namespace(problems.ns, path="/problems")
     api.init_app(app)

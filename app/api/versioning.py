@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, request
+from flask_restx import Resource
+from werkzeug.http import http_date
 
 from app.core.errors import ApiProblem, ProblemType
 
-SUPPORTED_VERSIONS = ("1",)
+SUPPORTED_VERSIONS = ("1", "2")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
+# v1 has no workspaces in its URLs: it serves the default workspace until its sunset, and every
+# v1 response says so (RFC 9745 Deprecation, RFC 8594 Sunset, a Link to the successor).
+DEPRECATED_VERSIONS = {
+    "1": {
+        "deprecated_at": datetime(2026, 11, 26, tzinfo=UTC),
+        "sunset_at": datetime(2027, 6, 30, tzinfo=UTC),
+        "successor": "/api/v2/workspaces",
+    }
+}
 VERSION_REQUEST_HEADER = "Accept-Version"
 VERSION_RESPONSE_HEADER = "API-Version"
 
@@ -67,6 +79,39 @@ def _add_vary(headers: list[tuple[str, str]], name: str) -> None:
     headers.append(("Vary", name))
 
 
+def _deprecation_headers(version: str) -> list[tuple[str, str]]:
+    info = DEPRECATED_VERSIONS[version]
+    return [
+        ("Deprecation", f"@{int(info['deprecated_at'].timestamp())}"),
+        ("Sunset", http_date(info["sunset_at"])),
+        ("Link", f'<{info["successor"]}>; rel="successor-version"'),
+    ]
+
+
+_DEPRECATION_HEADERS = {version: _deprecation_headers(version) for version in DEPRECATED_VERSIONS}
+
+
+def deprecated_copy(resource: type[Resource], version: str) -> type[Resource]:
+    """``resource`` as it is served under an older, deprecated ``version``: the same behaviour,
+    with operation ids of its own (``v1_list_tasks``) and ``deprecated`` in the spec."""
+    members: dict[str, Any] = {}
+    for method in ("get", "post", "put", "patch", "delete"):
+        original = getattr(resource, method, None)
+        if original is None:
+            continue
+
+        def copy(self: Resource, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            return _original(self, *args, **kwargs)
+
+        doc = dict(getattr(original, "__apidoc__", {}))
+        if "id" in doc:
+            doc["id"] = f"v{version}_{doc['id']}"
+        copy.__apidoc__ = {**doc, "deprecated": True}  # type: ignore[attr-defined]
+        copy.__name__ = method
+        members[method] = copy
+    return type(f"V{version}{resource.__name__}", (resource,), members)
+
+
 class ApiVersionMiddleware:
     """Rewrites ``/api/<path>`` to ``/api/v<N>/<path>``; cheap for every other path."""
 
@@ -91,8 +136,11 @@ class ApiVersionMiddleware:
         if version not in SUPPORTED_VERSIONS:
             return self.wsgi_app(environ, start_response)  # the Flask hook answers with a problem
 
+        deprecation = _DEPRECATION_HEADERS.get(version, ())
+
         def reporting_start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
             headers.append((VERSION_RESPONSE_HEADER, version))
+            headers.extend(deprecation)
             if source == "header":  # caches must key unversioned URLs on the header
                 _add_vary(headers, VERSION_REQUEST_HEADER)
             return start_response(status, headers, exc_info)

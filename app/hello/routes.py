@@ -6,13 +6,16 @@ from flask_restx import Namespace
 
 from app.api.models import QUERY_ERROR, json_body_errors, problem
 from app.api.resource import ApiResource
+from app.api.versioning import deprecated_copy
 from app.core.validation import validated_body
 from app.hello import service
 from app.hello.schemas import greeting, greeting_request
 
 ns = Namespace("hello", description="The course's first endpoint: a greeting")
+ns_v1 = Namespace("hello (v1)", description="Deprecated: the same greeting under API v1")
 for model in (greeting, greeting_request):
     ns.add_model(model.name, model)
+    ns_v1.add_model(model.name, model)
 
 
 @ns.route("")
@@ -35,3 +38,6 @@ class Hello(ApiResource):
     def post(self) -> dict[str, str]:
         body = validated_body(greeting_request)
         return {"message": service.greet(body["name"])}
+
+
+ns_v1.add_resource(deprecated_copy(Hello, "1"), "")

@@ -1,19 +1,18 @@
-"""Tasks: the course's main resource. ``init_tasks`` picks the storage and wires the service."""
+"""Tasks: the course's main resource. ``task_service(workspace_id)`` is the service on one
+workspace's tasks, in the shard the directory names for it."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 
-from flask import Flask, current_app
-
+from app.db.shards import shard_session
 from app.tasks.models import Priority, Status, new_task_id
-from app.tasks.repository import InMemoryTaskRepository, TaskRepository
+from app.tasks.repository import SqlAlchemyTaskRepository, TaskQuery
 from app.tasks.service import TaskService
-
-_EXTENSION_KEY = "tasks"
-logger = logging.getLogger(__name__)
+from app.workspaces import workspace_service
+from app.workspaces.models import DEFAULT_WORKSPACE_ID
 
 DEMO_TASKS = [
     {"title": "Read chapter 2", "status": "in_progress", "priority": "high", "tags": ["course"]},
@@ -29,27 +28,10 @@ DEMO_TASKS = [
 ]
 
 
-def make_repository(app: Flask) -> TaskRepository:
-    storage = app.config["TASK_STORAGE"]
-    if storage == "memory":
-        return InMemoryTaskRepository()
-    raise ValueError(f"unknown TASK_STORAGE {storage!r}")
-
-
-def init_tasks(app: Flask) -> None:
-    service = TaskService(make_repository(app))
-    app.extensions[_EXTENSION_KEY] = service
-    if app.config["TASK_STORAGE"] == "memory" and app.config["APP_ENV"] == "production":
-        logger.warning(
-            "TASK_STORAGE=memory: tasks live in this process only and vanish on restart; "
-            "with several workers each has its own tasks (run one worker until chapter 3)"
-        )
-    if app.config["SEED_DEMO_DATA"]:
-        seed_tasks(service, count=len(DEMO_TASKS))
-
-
-def task_service() -> TaskService:
-    return current_app.extensions[_EXTENSION_KEY]
+def task_service(workspace_id: uuid.UUID = DEFAULT_WORKSPACE_ID) -> TaskService:
+    """The service on ``workspace_id``'s tasks; 404 problem if there is no such workspace."""
+    workspace = workspace_service().get(workspace_id)
+    return TaskService(SqlAlchemyTaskRepository(shard_session(workspace.shard), workspace.id))
 
 
 def seed_tasks(service: TaskService, count: int) -> None:
@@ -75,3 +57,12 @@ def seed_tasks(service: TaskService, count: int) -> None:
             service.repository, clock=lambda at=created: at, new_id=lambda tid=task_id: tid
         )
         seeded.create(document)
+
+
+def seed_demo_tasks() -> int:
+    """Seed the demo tasks into the default workspace if it has none; how many were added."""
+    service = task_service(DEFAULT_WORKSPACE_ID)
+    if service.repository.find(TaskQuery(per_page=1)).total:
+        return 0
+    seed_tasks(service, count=len(DEMO_TASKS))
+    return len(DEMO_TASKS)

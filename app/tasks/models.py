@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base, UtcDateTime
+
 
 class Status(StrEnum):
     """Lifecycle: todo -> in_progress -> done, with blocked and cancelled on the side."""
@@ -116,3 +121,48 @@ class Task:
     priority: Priority = Priority.MEDIUM
     due_date: datetime | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --- Tables ------------------------------------------------------------------------------------
+# The rows behind Task, in a shard database. Every row carries its workspace: the repository
+# filters on it in every statement, and every index starts with it.
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[str] = mapped_column(String(20))
+    due_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Bumped by every write: optimistic locking, and a cheap change marker.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    tags: Mapped[list[TaskTagRow]] = relationship(
+        cascade="all, delete-orphan", order_by="TaskTagRow.position", lazy="raise"
+    )
+
+    __table_args__ = (
+        Index(None, "workspace_id", "created_at", "id"),
+        Index(None, "workspace_id", "status", "created_at"),
+        Index(None, "workspace_id", "due_date"),
+        Index(None, "workspace_id", "updated_at"),
+    )
+
+
+class TaskTagRow(Base):
+    __tablename__ = "task_tags"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(50), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)  # the order the client gave
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+
+    __table_args__ = (Index(None, "workspace_id", "tag", "task_id"),)

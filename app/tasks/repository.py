@@ -1,6 +1,7 @@
 """Task storage behind an interface: the service never knows where tasks live.
 
-Chapter 3 adds a SQLAlchemy implementation; the in-memory one stays for tests and demos.
+``SqlAlchemyTaskRepository`` keeps them in a shard database (chapter 3); the in-memory one stays
+for the service's unit tests.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.tasks.models import PRIORITY_RANK, STATUS_RANK, Priority, Status, Task
+from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from app.tasks.models import PRIORITY_RANK, STATUS_RANK, Priority, Status, Task, TaskRow, TaskTagRow
 
 SORTABLE_FIELDS = ("title", "status", "priority", "due_date", "created_at", "updated_at")
 DEFAULT_SORT: tuple[tuple[str, bool], ...] = (("created_at", True),)  # newest first
@@ -189,3 +193,174 @@ class InMemoryTaskRepository(TaskRepository):
         return Page(
             ordered[start : start + query.per_page], query.page, query.per_page, len(matching)
         )
+
+
+# --- SQL ---------------------------------------------------------------------------------------
+
+_RANKED: dict[str, dict[str, int]] = {
+    "status": {status.value: rank for status, rank in STATUS_RANK.items()},
+    "priority": {priority.value: rank for priority, rank in PRIORITY_RANK.items()},
+}
+
+
+def _sort_key(name: str) -> ColumnElement[Any]:
+    if name in _RANKED:
+        return case(_RANKED[name], value=getattr(TaskRow, name))
+    if name == "title":
+        return func.lower(TaskRow.title)
+    return getattr(TaskRow, name)
+
+
+def _to_task(row: TaskRow) -> Task:
+    return Task(
+        id=row.id,
+        title=row.title,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        description=row.description,
+        status=Status(row.status),
+        priority=Priority(row.priority),
+        due_date=row.due_date,
+        tags=tuple(tag.tag for tag in row.tags),
+    )
+
+
+class SqlAlchemyTaskRepository(TaskRepository):
+    """The tasks of one workspace, in its shard's database.
+
+    The workspace is fixed when the repository is made, and every statement below filters on it:
+    tenant isolation lives here, not in each route. Writes run in ``atomic()``: one transaction at
+    the outermost level, a savepoint inside it (a bulk operation that fails rolls back to its own
+    savepoint, and the transaction stays usable on PostgreSQL). Inside a unit of work, ``get``
+    locks the row (``SELECT ... FOR UPDATE``), so a precondition and the write it guards see the
+    same version even with parallel connections.
+    """
+
+    def __init__(self, session: Session, workspace_id: uuid.UUID) -> None:
+        self.session = session
+        self.workspace_id = workspace_id
+        self._depth = 0
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:  # type: ignore[override]
+        session = self.session
+        if self._depth == 0:
+            if session.in_transaction():
+                session.rollback()  # end a read-only transaction begun by an earlier read
+            transaction = session.begin()
+            # SQLite: take the write lock now (BEGIN IMMEDIATE), not halfway through.
+            session.connection(execution_options={"write_transaction": True})
+        else:
+            transaction = session.begin_nested()
+        self._depth += 1
+        try:
+            with transaction:
+                yield
+        finally:
+            self._depth -= 1
+
+    def _row(self, task_id: uuid.UUID) -> TaskRow | None:
+        statement = (
+            select(TaskRow)
+            .where(TaskRow.id == task_id, TaskRow.workspace_id == self.workspace_id)
+            .options(selectinload(TaskRow.tags))
+        )
+        if self._depth:
+            statement = statement.with_for_update()
+        return self.session.scalars(statement).one_or_none()
+
+    def get(self, task_id: uuid.UUID) -> Task | None:
+        row = self._row(task_id)
+        return None if row is None else _to_task(row)
+
+    def add(self, task: Task) -> None:
+        with self.atomic():
+            row = TaskRow(id=task.id, workspace_id=self.workspace_id, version=1, tags=[])
+            self._copy(task, row)
+            self.session.add(row)
+            self.session.flush()
+
+    def replace(self, task: Task) -> None:
+        with self.atomic():
+            row = self._row(task.id)
+            if row is None:
+                raise KeyError(f"task {task.id} does not exist")
+            self._copy(task, row)
+            row.version += 1
+            self.session.flush()
+
+    def delete(self, task_id: uuid.UUID) -> None:
+        with self.atomic():
+            scope = (TaskRow.id == task_id, TaskRow.workspace_id == self.workspace_id)
+            self.session.execute(
+                delete(TaskTagRow).where(
+                    TaskTagRow.task_id == task_id, TaskTagRow.workspace_id == self.workspace_id
+                )
+            )
+            if self.session.execute(delete(TaskRow).where(*scope)).rowcount != 1:
+                raise KeyError(f"task {task_id} does not exist")
+            self.session.expire_all()
+
+    def _copy(self, task: Task, row: TaskRow) -> None:
+        row.title = task.title
+        row.description = task.description
+        row.status = task.status.value
+        row.priority = task.priority.value
+        row.due_date = task.due_date
+        row.created_at = task.created_at
+        row.updated_at = task.updated_at
+        # Change tags in place: removing and re-adding the same (task, tag) key in one flush
+        # would insert before deleting.
+        wanted = {tag: position for position, tag in enumerate(task.tags)}
+        for tag_row in list(row.tags):
+            if tag_row.tag not in wanted:
+                row.tags.remove(tag_row)
+            else:
+                tag_row.position = wanted.pop(tag_row.tag)
+        for tag, position in wanted.items():
+            row.tags.append(TaskTagRow(tag=tag, position=position, workspace_id=self.workspace_id))
+        row.tags.sort(key=lambda tag_row: tag_row.position)
+
+    def find(self, query: TaskQuery) -> Page:
+        """Three statements whatever the page size: count, page, and the page's tags."""
+        conditions: list[ColumnElement[bool]] = [TaskRow.workspace_id == self.workspace_id]
+        if query.statuses:
+            conditions.append(TaskRow.status.in_(sorted(s.value for s in query.statuses)))
+        if query.priorities:
+            conditions.append(TaskRow.priority.in_(sorted(p.value for p in query.priorities)))
+        for tag in sorted(query.tags):
+            conditions.append(
+                exists().where(
+                    TaskTagRow.workspace_id == self.workspace_id,
+                    TaskTagRow.tag == tag,
+                    TaskTagRow.task_id == TaskRow.id,
+                )
+            )
+        if query.due_after is not None:
+            conditions.append(TaskRow.due_date >= query.due_after)
+        if query.due_before is not None:
+            conditions.append(TaskRow.due_date < query.due_before)
+        if query.text:
+            text = query.text.lower()
+            conditions.append(
+                or_(
+                    func.lower(TaskRow.title).contains(text, autoescape=True),
+                    func.lower(func.coalesce(TaskRow.description, "")).contains(
+                        text, autoescape=True
+                    ),
+                )
+            )
+        total = self.session.scalar(select(func.count()).select_from(TaskRow).where(*conditions))
+        order = [
+            (_sort_key(name).desc() if descending else _sort_key(name).asc()).nulls_last()
+            for name, descending in query.sort
+        ]
+        rows = self.session.scalars(
+            select(TaskRow)
+            .where(*conditions)
+            .order_by(*order, TaskRow.id)
+            .limit(query.per_page)
+            .offset((query.page - 1) * query.per_page)
+            .options(selectinload(TaskRow.tags))
+        ).all()
+        return Page([_to_task(row) for row in rows], query.page, query.per_page, total or 0)

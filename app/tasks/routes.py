@@ -1,17 +1,20 @@
-"""``/api/v1/tasks``: thin resources. Parse and validate, call the service, shape the response."""
+"""Tasks of a workspace, ``/api/v2/workspaces/{workspace_id}/tasks``, and the same resources at
+``/api/v1/tasks`` (deprecated: the default workspace). Thin resources: parse and validate, call
+the service, shape the response."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import urlencode
 
 from flask import Response, request
 from flask_restx import Namespace
 from werkzeug.exceptions import BadRequest
 
 from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.pagination import link_header
 from app.api.resource import ApiResource
+from app.api.versioning import deprecated_copy
 from app.core.errors import ValidationProblem
 from app.core.http_cache import (
     READ_CACHE_CONTROL,
@@ -27,7 +30,6 @@ from app.core.http_cache import (
 from app.core.validation import JSON, MERGE_PATCH, json_body, schema_errors
 from app.tasks import task_service
 from app.tasks.models import Task
-from app.tasks.repository import Page
 from app.tasks.schemas import (
     BULK_MAX_OPERATIONS,
     EXAMPLE_TASK_ID,
@@ -46,14 +48,23 @@ from app.tasks.schemas import (
     task_to_dict,
 )
 from app.tasks.service import BulkOperation, BulkResult, Precondition
+from app.workspaces.models import DEFAULT_WORKSPACE_ID
 
 ns = Namespace(
     "tasks",
-    description="Tasks: CRUD, filtering, sorting, pagination, bulk changes, ETags "
+    description="A workspace's tasks: CRUD, filtering, sorting, pagination, bulk changes, ETags "
     "(If-None-Match for 304, If-Match for optimistic concurrency)",
+)
+ns_v1 = Namespace(
+    "tasks (v1)",
+    description="Deprecated: API v1 has no workspaces and serves the default workspace's tasks. "
+    "Use the v2 tasks of a workspace; responses carry Deprecation and Sunset headers.",
 )
 for _model in MODELS:
     ns.add_model(_model.name, _model)
+    ns_v1.add_model(_model.name, _model)
+
+_WORKSPACE = DEFAULT_WORKSPACE_ID  # v1 URLs name no workspace
 
 _ETAG_HEADER = {"ETag": {"type": "string", "description": "Strong validator of this response"}}
 _IF_NONE_MATCH_PARAM = {
@@ -104,23 +115,6 @@ def _task_response(item: Task, status: int = 200, **headers: str) -> Response:
     )
 
 
-def _link_header(page: Page) -> str:
-    """RFC 8288 links to the first, previous, next and last pages, keeping every other parameter."""
-    others = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "page"])
-    base = f"{request.path}?{others}&page=" if others else f"{request.path}?page="
-
-    def url(number: int) -> str:
-        return f"{base}{number}"
-
-    links = [(1, "first")]
-    if page.page > 1:
-        links.append((page.page - 1, "prev"))
-    if page.page < page.pages:
-        links.append((page.page + 1, "next"))
-    links.append((page.pages, "last"))
-    return ", ".join(f'<{url(number)}>; rel="{rel}"' for number, rel in links)
-
-
 @ns.route("")
 class TaskCollection(ApiResource):
     query_parameters = {"get": frozenset(LIST_PARAMS_DOC)}
@@ -138,9 +132,11 @@ class TaskCollection(ApiResource):
     )
     @ns.response(304, "Not modified: your If-None-Match still matches")
     @ns.response(400, "A query parameter is invalid or unknown; errors lists each", problem)
-    def get(self) -> Response:
-        page = task_service().list(parse_task_query(request.args))
-        return json_response(encoded=task_page_json(page), headers={"Link": _link_header(page)})
+    def get(self, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
+        page = task_service(workspace_id).list(parse_task_query(request.args))
+        return json_response(
+            encoded=task_page_json(page), headers={"Link": link_header(page.page, page.pages)}
+        )
 
     @ns.doc(
         "create_task",
@@ -156,8 +152,8 @@ class TaskCollection(ApiResource):
     )
     @json_body_errors(ns)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
-    def post(self) -> Response:
-        created = task_service().create(json_body())
+    def post(self, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
+        created = task_service(workspace_id).create(json_body())
         return _task_response(created, 201, Location=f"{request.path}/{created.id}")
 
 
@@ -178,8 +174,8 @@ class TaskItem(ApiResource):
     @ns.response(304, "Not modified: your If-None-Match still matches")
     @ns.response(400, QUERY_ERROR, problem)
     @ns.response(404, "No such task", problem)
-    def get(self, task_id: uuid.UUID) -> Response:
-        return _task_response(task_service().get(task_id))
+    def get(self, task_id: uuid.UUID, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
+        return _task_response(task_service(workspace_id).get(task_id))
 
     @ns.doc(
         "replace_task",
@@ -194,8 +190,10 @@ class TaskItem(ApiResource):
     @ns.response(409, "The status change is not allowed by the lifecycle", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
-    def put(self, task_id: uuid.UUID) -> Response:
-        replaced = task_service().replace(task_id, json_body(), precondition=_precondition())
+    def put(self, task_id: uuid.UUID, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
+        replaced = task_service(workspace_id).replace(
+            task_id, json_body(), precondition=_precondition()
+        )
         return _task_response(replaced)
 
     @ns.doc(
@@ -213,8 +211,8 @@ class TaskItem(ApiResource):
     @ns.response(409, "The status change is not allowed by the lifecycle", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
-    def patch(self, task_id: uuid.UUID) -> Response:
-        patched = task_service().patch(
+    def patch(self, task_id: uuid.UUID, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
+        patched = task_service(workspace_id).patch(
             task_id, json_body((MERGE_PATCH, JSON)), precondition=_precondition()
         )
         return _task_response(patched)
@@ -227,8 +225,8 @@ class TaskItem(ApiResource):
     )
     @ns.response(404, "No such task", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
-    def delete(self, task_id: uuid.UUID) -> Response:
-        task_service().delete(task_id, precondition=_precondition())
+    def delete(self, task_id: uuid.UUID, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
+        task_service(workspace_id).delete(task_id, precondition=_precondition())
         return no_content()
 
 
@@ -324,10 +322,16 @@ class TaskBulk(ApiResource):
     @ns.response(200, "Every operation applied; one result each, in order", bulk_response)
     @json_body_errors(ns)
     @ns.response(422, "The request or an operation is invalid; nothing was applied", problem)
-    def post(self) -> Response:
-        results = task_service().bulk(_bulk_operations(json_body()))
+    def post(self, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
+        results = task_service(workspace_id).bulk(_bulk_operations(json_body()))
         return json_response(
             {"results": [_bulk_result(r) for r in results]},
             cache_control=WRITE_CACHE_CONTROL,
             etag=False,  # the outcome of a command, not a representation to revalidate
         )
+
+
+# API v1: the same resources on the default workspace, marked deprecated.
+ns_v1.add_resource(deprecated_copy(TaskCollection, "1"), "")
+ns_v1.add_resource(deprecated_copy(TaskItem, "1"), "/<uuid:task_id>")
+ns_v1.add_resource(deprecated_copy(TaskBulk, "1"), "/bulk")

@@ -258,7 +258,7 @@ _SINGLE_VALUED = [name for name, spec in LIST_PARAMS.items() if spec["type"] != 
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
-def _int_param(
+def int_param(
     args: MultiDict[str, str],
     name: str,
     default: int,
@@ -314,8 +314,8 @@ def parse_task_query(args: MultiDict[str, str]) -> TaskQuery:
         if len(args.getlist(name)) > 1:
             errors.append({"parameter": name, "detail": "must be given once"})
 
-    page = _int_param(args, "page", 1, 1, None, errors)
-    per_page = _int_param(args, "per_page", PER_PAGE_DEFAULT, 1, PER_PAGE_MAX, errors)
+    page = int_param(args, "page", 1, 1, None, errors)
+    per_page = int_param(args, "per_page", PER_PAGE_DEFAULT, 1, PER_PAGE_MAX, errors)
 
     def enums(name: str, enum: type[Status] | type[Priority]) -> frozenset[Any]:
         values = _multi(args, name)

@@ -1,0 +1,128 @@
+"""Turn the project's settings into Flask-SQLAlchemy's, and set every engine up the same way.
+
+``DATABASE_URL`` is the control database; ``SHARD_URLS`` (``name=url,name=url``) the shards. With
+no ``SHARD_URLS`` there is one shard, ``main``, which is the control database itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_migrate import Migrate
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from app.db.base import db
+from app.db.shards import ShardRegistry, init_shard_sessions
+
+MAIN_SHARD = "main"
+MIGRATIONS_DIRECTORY = str(Path(__file__).resolve().parents[2] / "migrations")
+
+
+class DatabaseConfigError(ValueError):
+    """A database setting is unusable; the message says which and why."""
+
+
+def parse_shard_urls(raw: str | None) -> dict[str, str]:
+    """``"a=sqlite:///a.db, b=postgresql+psycopg://..."`` as ``{"a": ..., "b": ...}``."""
+    shards: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, url = item.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not name or not url:
+            raise DatabaseConfigError(f"SHARD_URLS entries are name=url, got {item.strip()!r}")
+        if not name.replace("-", "").replace("_", "").isalnum() or not name.isascii():
+            raise DatabaseConfigError(f"shard names are letters, digits, - and _, got {name!r}")
+        if name in shards:
+            raise DatabaseConfigError(f"shard {name!r} is named twice in SHARD_URLS")
+        shards[name] = url
+    return shards
+
+
+def _check_url(name: str, url: str) -> None:
+    try:
+        parsed = make_url(url)
+    except Exception:  # sqlalchemy raises ArgumentError, with the URL (and a password) in it
+        raise DatabaseConfigError(f"{name} is not a database URL") from None
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        raise DatabaseConfigError(
+            f"{name}: name the driver, postgresql+psycopg://... (psycopg 3 is installed)"
+        )
+    if parsed.get_backend_name() not in {"sqlite", "postgresql"}:
+        raise DatabaseConfigError(f"{name}: only sqlite and postgresql+psycopg are supported")
+
+
+def _engine_options(config: Mapping[str, Any], url: str) -> dict[str, Any]:
+    if make_url(url).get_backend_name() == "sqlite":
+        return {}
+    return {
+        "pool_size": config["DATABASE_POOL_SIZE"],
+        "max_overflow": config["DATABASE_MAX_OVERFLOW"],
+        "pool_timeout": config["DATABASE_POOL_TIMEOUT"],
+        "pool_recycle": config["DATABASE_POOL_RECYCLE"],
+        "pool_pre_ping": config["DATABASE_POOL_PRE_PING"],
+    }
+
+
+def database_urls(app: Flask) -> tuple[str, dict[str, str]]:
+    """The control URL and the shard URLs in effect, defaults filled in."""
+    config = app.config
+    control = config.get("DATABASE_URL")
+    shards = parse_shard_urls(config.get("SHARD_URLS"))
+    if not control:
+        if config["APP_ENV"] == "production":
+            raise DatabaseConfigError("DATABASE_URL is not set")
+        control = "sqlite:///taskapi.db"  # relative: Flask-SQLAlchemy puts it in instance/
+    _check_url("DATABASE_URL", control)
+    for name, url in shards.items():
+        if name == MAIN_SHARD:
+            raise DatabaseConfigError(f"{MAIN_SHARD!r} is the control database's shard name")
+        _check_url(f"SHARD_URLS[{name}]", url)
+    return control, shards
+
+
+def init_databases(app: Flask) -> None:
+    control, shards = database_urls(app)
+    app.config["SQLALCHEMY_DATABASE_URI"] = control
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config, control)
+    app.config["SQLALCHEMY_BINDS"] = {
+        name: {"url": url, **_engine_options(app.config, url)} for name, url in shards.items()
+    }
+    db.init_app(app)
+    with app.app_context():
+        engines = dict(db.engines)
+    for engine in engines.values():
+        if engine.dialect.name == "sqlite":
+            _sqlite_setup(engine)
+    named = {name: engines[name] for name in shards} or {MAIN_SHARD: engines[None]}
+    app.extensions["shards"] = ShardRegistry(named, control=engines[None])
+    init_shard_sessions(app)
+    Migrate(directory=MIGRATIONS_DIRECTORY).init_app(app, db, render_as_batch=True)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    """Foreign keys on, a busy timeout, and real transactions.
+
+    pysqlite starts transactions on its own and ignores SAVEPOINT semantics; SQLAlchemy's
+    documented workaround hands transaction control back to SQLAlchemy, so ``begin_nested()``
+    (a savepoint per bulk operation) works as on PostgreSQL. A unit of work that will write asks
+    for ``BEGIN IMMEDIATE``: it takes the write lock up front instead of failing halfway.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get("write_transaction", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

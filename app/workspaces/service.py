@@ -1,0 +1,181 @@
+"""Workspace use cases, free of HTTP: create, list, get, rename, delete, and placement on shards.
+
+The directory (``workspaces`` in the control database) is the one place that knows where a
+workspace's data lives. Placement: a workspace id hashes to one of ``LOGICAL_SHARDS`` logical
+shards, and the logical shards are spread over the configured databases; the chosen database is
+written into the directory, so it can change later (a move) without rehashing anything.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from app.core.errors import ApiProblem, ProblemType, ValidationProblem
+from app.db.shards import ShardRegistry
+from app.tasks.models import TaskRow, TaskTagRow, new_task_id, utc_now
+from app.workspaces.models import Workspace, WorkspaceRow, WorkspaceState
+from app.workspaces.schemas import workspace_name
+
+LOGICAL_SHARDS = 64
+
+# Called with the current workspace: None lets the write go ahead, a string says why not (412).
+Precondition = Callable[[Workspace], str | None]
+
+
+class WorkspaceNotFound(ApiProblem):
+    problem_type = ProblemType(
+        slug="workspace-not-found",
+        title="Workspace not found",
+        status=404,
+        description="No workspace has this id (or it was deleted).",
+    )
+
+    def __init__(self) -> None:
+        super().__init__("There is no workspace with this id.")
+
+
+class WorkspacePreconditionFailed(ApiProblem):
+    problem_type = ProblemType(
+        slug="workspace-precondition-failed",
+        title="Precondition failed",
+        status=412,
+        description="A precondition of the write failed (usually a stale If-Match ETag); "
+        "nothing was written. GET the workspace again and retry.",
+    )
+
+
+@dataclass(frozen=True)
+class WorkspacePage:
+    items: list[Workspace]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+
+def logical_shard(workspace_id: uuid.UUID) -> int:
+    # The low bits of a UUIDv7 are random, so workspaces spread evenly.
+    return workspace_id.int % LOGICAL_SHARDS
+
+
+def place(workspace_id: uuid.UUID, shard_names: list[str]) -> str:
+    """The database a new workspace goes to: its logical shard, spread over the databases."""
+    return sorted(shard_names)[logical_shard(workspace_id) % len(shard_names)]
+
+
+class WorkspaceService:
+    def __init__(
+        self,
+        session: Session,
+        shards: ShardRegistry,
+        shard_session: Callable[[str], Session],
+        *,
+        clock: Callable[[], Any] = utc_now,
+        new_id: Callable[[], uuid.UUID] = new_task_id,
+    ) -> None:
+        self.session = session
+        self.shards = shards
+        self.shard_session = shard_session
+        self._clock = clock
+        self._new_id = new_id
+
+    def get(self, workspace_id: uuid.UUID) -> Workspace:
+        row = self.session.get(WorkspaceRow, workspace_id)
+        if row is None:
+            raise WorkspaceNotFound()
+        return row.to_domain()
+
+    def list(self, page: int, per_page: int) -> WorkspacePage:
+        total = self.session.scalar(select(func.count()).select_from(WorkspaceRow)) or 0
+        result = WorkspacePage([], page, per_page, total)
+        if page > result.pages:
+            raise ValidationProblem(
+                [
+                    {
+                        "parameter": "page",
+                        "detail": f"must be at most {result.pages} (the last page)",
+                    }
+                ],
+                status=400,
+            )
+        rows = self.session.scalars(
+            select(WorkspaceRow)
+            .order_by(WorkspaceRow.created_at, WorkspaceRow.id)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+        return WorkspacePage([row.to_domain() for row in rows], page, per_page, total)
+
+    def create(self, document: Any, *, workspace_id: uuid.UUID | None = None) -> Workspace:
+        name = workspace_name(document)
+        new_id = workspace_id or self._new_id()
+        now = self._clock()
+        row = WorkspaceRow(
+            id=new_id,
+            name=name,
+            shard=place(new_id, self.shards.names),
+            state=WorkspaceState.ACTIVE.value,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        with self.session.begin():
+            self.session.add(row)
+        return row.to_domain()
+
+    def rename(
+        self, workspace_id: uuid.UUID, document: Any, *, precondition: Precondition | None = None
+    ) -> Workspace:
+        name = workspace_name(document)
+        with self._write():
+            row = self._locked(workspace_id, precondition)
+            if row.name != name:
+                row.name = name
+                row.updated_at = self._clock()
+                row.version += 1
+        return row.to_domain()
+
+    def delete(self, workspace_id: uuid.UUID, *, precondition: Precondition | None = None) -> None:
+        """Remove the workspace's tasks from its shard, then its directory entry.
+
+        Two databases, so not one transaction: the shard goes first. If the directory delete
+        then fails, the workspace still exists, empty, and deleting it again finishes the job;
+        the reverse order could leave tasks that no directory entry leads to.
+        """
+        workspace = self.get(workspace_id)
+        if precondition is not None and (failure := precondition(workspace)) is not None:
+            raise WorkspacePreconditionFailed(failure)
+        shard = self.shard_session(workspace.shard)
+        with shard.begin():
+            shard.execute(delete(TaskTagRow).where(TaskTagRow.workspace_id == workspace_id))
+            shard.execute(delete(TaskRow).where(TaskRow.workspace_id == workspace_id))
+        with self._write():
+            row = self._locked(workspace_id, precondition)
+            self.session.delete(row)
+
+    def _write(self) -> Any:
+        if self.session.in_transaction():
+            self.session.rollback()
+        transaction = self.session.begin()
+        self.session.connection(execution_options={"write_transaction": True})
+        return transaction
+
+    def _locked(self, workspace_id: uuid.UUID, precondition: Precondition | None) -> WorkspaceRow:
+        row = self.session.scalars(
+            select(WorkspaceRow).where(WorkspaceRow.id == workspace_id).with_for_update()
+        ).one_or_none()
+        if row is None:
+            raise WorkspaceNotFound()
+        if precondition is not None and (failure := precondition(row.to_domain())) is not None:
+            raise WorkspacePreconditionFailed(failure)
+        return row
