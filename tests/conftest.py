@@ -20,6 +20,18 @@ from tests.databases import fresh_databases
 PRODUCTION_TEST_SECRET = "kq3V9x0bM8uZr2tLw7pYc4nJd6hEa1sGf5iTo"
 
 
+_apps: list[Flask] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_databases() -> Iterator[None]:
+    """Close every connection the test's apps opened: a database has a connection limit."""
+    yield
+    while _apps:
+        for engine in _apps.pop().extensions["shards"].all_engines().values():
+            engine.dispose()
+
+
 def make_app(env: str = "testing", *, seed: bool | None = None, **overrides: Any) -> Flask:
     """An app on its own fresh databases. Development seeds the demo tasks, as ./scripts/run."""
     config: dict[str, Any] = {"APP_ENV": env, **fresh_databases()}
@@ -27,6 +39,7 @@ def make_app(env: str = "testing", *, seed: bool | None = None, **overrides: Any
         config["SECRET_KEY"] = PRODUCTION_TEST_SECRET
     config.update(overrides)
     app = create_app(config)
+    _apps.append(app)
     if seed if seed is not None else app.config["SEED_DEMO_DATA"]:
         with app.app_context():
             seed_demo_tasks()
