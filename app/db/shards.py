@@ -46,8 +46,9 @@ def shards() -> ShardRegistry:
     return current_app.extensions["shards"]
 
 
-def shard_session(name: str) -> Session:
-    """This app context's session on shard ``name`` (created on first use)."""
+def shard_session(name: str, *, read: bool = False) -> Session:
+    """This app context's session on shard ``name`` (created on first use). ``read=True`` asks
+    for a session that may read from a replica; without replicas it is the primary's."""
     sessions: dict[str, Session] = g.setdefault("_shard_sessions", {})
     session = sessions.get(name)
     if session is None:

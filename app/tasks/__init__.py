@@ -31,7 +31,12 @@ DEMO_TASKS = [
 def task_service(workspace_id: uuid.UUID = DEFAULT_WORKSPACE_ID) -> TaskService:
     """The service on ``workspace_id``'s tasks; 404 problem if there is no such workspace."""
     workspace = workspace_service().get(workspace_id)
-    return TaskService(SqlAlchemyTaskRepository(shard_session(workspace.shard), workspace.id))
+    repository = SqlAlchemyTaskRepository(
+        shard_session(workspace.shard),
+        workspace.id,
+        read_session=shard_session(workspace.shard, read=True),
+    )
+    return TaskService(repository)
 
 
 def seed_tasks(service: TaskService, count: int) -> None:

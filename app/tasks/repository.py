@@ -197,6 +197,10 @@ class InMemoryTaskRepository(TaskRepository):
 
 # --- SQL ---------------------------------------------------------------------------------------
 
+# Called inside a write's transaction with (session, workspace id, before, after): before is None
+# for a create, after None for a delete. The audit log (chapter 3) records each change this way.
+ChangeListener = Callable[[Session, uuid.UUID, Task | None, Task | None], None]
+
 _RANKED: dict[str, dict[str, int]] = {
     "status": {status.value: rank for status, rank in STATUS_RANK.items()},
     "priority": {priority.value: rank for priority, rank in PRIORITY_RANK.items()},
@@ -236,9 +240,18 @@ class SqlAlchemyTaskRepository(TaskRepository):
     same version even with parallel connections.
     """
 
-    def __init__(self, session: Session, workspace_id: uuid.UUID) -> None:
-        self.session = session
+    def __init__(
+        self,
+        session: Session,
+        workspace_id: uuid.UUID,
+        *,
+        read_session: Session | None = None,
+        on_change: ChangeListener | None = None,
+    ) -> None:
+        self.session = session  # the shard's primary: every write, and reads inside atomic()
+        self.read_session = read_session or session  # reads outside a unit of work (a replica)
         self.workspace_id = workspace_id
+        self.on_change = on_change
         self._depth = 0
 
     @contextmanager
@@ -265,9 +278,14 @@ class SqlAlchemyTaskRepository(TaskRepository):
             .where(TaskRow.id == task_id, TaskRow.workspace_id == self.workspace_id)
             .options(selectinload(TaskRow.tags))
         )
-        if self._depth:
-            statement = statement.with_for_update()
-        return self.session.scalars(statement).one_or_none()
+        if self._depth:  # a write is coming: the primary, and the row locked
+            return self.session.scalars(statement.with_for_update()).one_or_none()
+        return self.read_session.scalars(statement).one_or_none()
+
+    def _changed(self, before: Task | None, after: Task | None) -> None:
+        """Tell the listener (the audit log) inside the write's own transaction."""
+        if self.on_change is not None:
+            self.on_change(self.session, self.workspace_id, before, after)
 
     def get(self, task_id: uuid.UUID) -> Task | None:
         row = self._row(task_id)
@@ -279,27 +297,34 @@ class SqlAlchemyTaskRepository(TaskRepository):
             self._copy(task, row)
             self.session.add(row)
             self.session.flush()
+            self._changed(None, task)
 
     def replace(self, task: Task) -> None:
         with self.atomic():
             row = self._row(task.id)
             if row is None:
                 raise KeyError(f"task {task.id} does not exist")
+            before = _to_task(row)
             self._copy(task, row)
             row.version += 1
             self.session.flush()
+            self._changed(before, task)
 
     def delete(self, task_id: uuid.UUID) -> None:
         with self.atomic():
+            row = self._row(task_id)
+            if row is None:
+                raise KeyError(f"task {task_id} does not exist")
+            before = _to_task(row)
             scope = (TaskRow.id == task_id, TaskRow.workspace_id == self.workspace_id)
             self.session.execute(
                 delete(TaskTagRow).where(
                     TaskTagRow.task_id == task_id, TaskTagRow.workspace_id == self.workspace_id
                 )
             )
-            if self.session.execute(delete(TaskRow).where(*scope)).rowcount != 1:
-                raise KeyError(f"task {task_id} does not exist")
+            self.session.execute(delete(TaskRow).where(*scope))
             self.session.expire_all()
+            self._changed(before, None)
 
     def _copy(self, task: Task, row: TaskRow) -> None:
         row.title = task.title
@@ -350,12 +375,13 @@ class SqlAlchemyTaskRepository(TaskRepository):
                     ),
                 )
             )
-        total = self.session.scalar(select(func.count()).select_from(TaskRow).where(*conditions))
+        session = self.session if self._depth else self.read_session
+        total = session.scalar(select(func.count()).select_from(TaskRow).where(*conditions))
         order = [
             (_sort_key(name).desc() if descending else _sort_key(name).asc()).nulls_last()
             for name, descending in query.sort
         ]
-        rows = self.session.scalars(
+        rows = session.scalars(
             select(TaskRow)
             .where(*conditions)
             .order_by(*order, TaskRow.id)
