@@ -16,19 +16,26 @@ from flask.testing import FlaskClient
 
 from app.api.postman import (
     POSTMAN_SCHEMA,
+    SETUP_PREFIX,
+    TEARDOWN_PREFIX,
     WORKFLOW_FOLDER,
     Expect,
+    Guard,
     Save,
     Var,
     app_spec,
     collection_plan,
     postman_collection,
+    postman_guard_script,
     postman_test_script,
 )
 from app.tasks.schemas import EXAMPLE_TASK_ID
+from app.workspaces.models import DEFAULT_WORKSPACE_ID
 from tests.conftest import make_app
 
 _METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
+DEFAULT_WORKSPACE = str(DEFAULT_WORKSPACE_ID)
+V2_TASKS = f"/api/v2/workspaces/{DEFAULT_WORKSPACE}/tasks"
 
 # The part of the Postman v2.1 collection schema an importer relies on (the full schema lives at
 # POSTMAN_SCHEMA; the tests run offline).
@@ -136,28 +143,50 @@ def items_of(collection: dict[str, Any]) -> list[dict[str, Any]]:
     return [item for folder in collection["item"] for item in folder["item"]]
 
 
+def is_fixture(item: dict[str, Any]) -> bool:
+    """A folder's setup or teardown request (an operation of another tag, repeated)."""
+    return item["name"].startswith((SETUP_PREFIX, TEARDOWN_PREFIX))
+
+
+def folder_of(collection: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    (folder,) = [f for f in collection["item"] if f["name"] == name]
+    return folder["item"]
+
+
 def requests_of(collection: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """One request per operation by name (names are operation ids, so unique): the tag folders."""
+    """One request per operation by name (names are operation ids, so unique): the tag folders,
+    without their setup and teardown requests."""
     items = [
         item
         for folder in collection["item"]
         if folder["name"] != WORKFLOW_FOLDER
         for item in folder["item"]
+        if not is_fixture(item)
     ]
     named = {item["name"]: item["request"] for item in items}
     assert len(named) == len(items), "request names are unique"
     return named
 
 
+def items_by_name(collection: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tag folders' items (no setup or teardown) by name."""
+    return {
+        item["name"]: item
+        for folder in collection["item"][1:]
+        for item in folder["item"]
+        if not is_fixture(item)
+    }
+
+
 def workflow_of(collection: dict[str, Any]) -> list[dict[str, Any]]:
-    (folder,) = [f for f in collection["item"] if f["name"] == WORKFLOW_FOLDER]
-    return folder["item"]
+    return folder_of(collection, WORKFLOW_FOLDER)
 
 
-def script_of(item: dict[str, Any]) -> str:
-    (event,) = item["event"]
-    assert event["listen"] == "test"
-    return "\n".join(event["script"]["exec"])
+def script_of(item: dict[str, Any], listen: str = "test") -> str:
+    """The item's test script (or its pre-request script: "" when it has none)."""
+    scripts = [e["script"]["exec"] for e in item["event"] if e["listen"] == listen]
+    assert [e["listen"] for e in item["event"]] in (["test"], ["prerequest", "test"])
+    return "\n".join(scripts[0]) if scripts else ""
 
 
 def swagger_path(request: dict[str, Any]) -> str:
@@ -181,7 +210,10 @@ def test_collection_is_postman_v2_1(collection: dict[str, Any]) -> None:
     assert collection["info"]["description"]
     assert collection["variable"] == [
         {"key": "baseUrl", "value": "http://127.0.0.1:5000", "type": "string"},
+        {"key": "v1_task_id", "value": EXAMPLE_TASK_ID, "type": "string"},
+        {"key": "workspace_id", "value": DEFAULT_WORKSPACE, "type": "string"},
         {"key": "task_id", "value": EXAMPLE_TASK_ID, "type": "string"},
+        {"key": "workflow_workspace_id", "value": "", "type": "string"},
         {"key": "workflow_task_id", "value": "", "type": "string"},
         {"key": "workflow_task_etag", "value": "", "type": "string"},
         {"key": "workflow_task_etag_patched", "value": "", "type": "string"},
@@ -211,22 +243,71 @@ def test_the_workflow_folder_then_one_folder_per_tag(
     assert names == [WORKFLOW_FOLDER] + [t["name"] for t in spec["tags"]]
     for folder in collection["item"][1:]:
         for item in folder["item"]:
-            assert operation_of(spec, item["request"])["tags"] == [folder["name"]]
+            if not is_fixture(item):
+                assert operation_of(spec, item["request"])["tags"] == [folder["name"]]
 
 
 def test_deletes_run_last_in_their_folder(collection: dict[str, Any]) -> None:
-    names = [item["name"] for item in collection["item"][1]["item"]]
-    assert names.index("create_task") < names.index("get_task")
-    assert names[-1] == "delete_task"
+    for folder, create, delete in [
+        ("workspaces", "create_workspace", "delete_workspace"),
+        ("tasks", "create_task", "delete_task"),
+        ("tasks (v1)", "v1_create_task", "v1_delete_task"),
+    ]:
+        names = [item["name"] for item in folder_of(collection, folder) if not is_fixture(item)]
+        assert names.index(create) < names.index(delete.replace("delete", "get"))
+        assert names[-1] == delete
+
+
+def test_a_folder_under_a_resource_it_does_not_create_makes_its_own(
+    collection: dict[str, Any],
+) -> None:
+    """The v2 tasks live in a workspace: their folder creates one first (so it runs alone, and on
+    no seeded data) and deletes it last, with what the folder created in it (bulk_tasks too)."""
+    tasks = folder_of(collection, "tasks")
+    assert [item["name"] for item in tasks if is_fixture(item)] == [
+        "setup: create_workspace",
+        "teardown: delete_workspace",
+    ]
+    setup, teardown = tasks[0], tasks[-1]
+    assert (setup["request"]["method"], swagger_path(setup["request"])) == (
+        "POST",
+        "/api/v2/workspaces",
+    )
+    assert 'pm.collectionVariables.set("workspace_id", pm.response.json()["id"]);' in script_of(
+        setup
+    )
+    assert teardown["request"] == requests_of(collection)["delete_workspace"]
+    assert f'pm.collectionVariables.set("workspace_id", "{DEFAULT_WORKSPACE}");' in script_of(
+        teardown
+    )
+    # The folders that create what they work on, or work on nothing chained, are left alone.
+    for name in ("workspaces", "tasks (v1)", "hello", "health", "problems"):
+        assert not any(is_fixture(item) for item in folder_of(collection, name)), name
 
 
 def test_path_parameters_become_postman_variables(collection: dict[str, Any]) -> None:
     get_task = requests_of(collection)["get_task"]
-    assert get_task["url"]["raw"] == "{{baseUrl}}/api/v1/tasks/:task_id"
-    assert get_task["url"]["path"] == ["api", "v1", "tasks", ":task_id"]
-    # A created resource's id is chained through a collection variable (see the next test) ...
+    assert get_task["url"]["raw"] == "{{baseUrl}}/api/v2/workspaces/:workspace_id/tasks/:task_id"
+    assert get_task["url"]["path"] == [
+        "api",
+        "v2",
+        "workspaces",
+        ":workspace_id",
+        "tasks",
+        ":task_id",
+    ]
+    # A created resource's id is chained through a collection variable (see the next tests),
+    # in every request under it: the task's and its workspace's ...
     assert get_task["url"]["variable"] == [
-        {"key": "task_id", "value": "{{task_id}}", "description": "The task id (a UUID)"}
+        {"key": "task_id", "value": "{{task_id}}", "description": "The task id (a UUID)"},
+        {"key": "workspace_id", "value": "{{workspace_id}}"},
+    ]
+    for name in ("list_tasks", "create_task", "bulk_tasks", "get_workspace", "delete_workspace"):
+        variables = requests_of(collection)[name]["url"]["variable"]
+        assert [(v["key"], v["value"]) for v in variables] == [("workspace_id", "{{workspace_id}}")]
+    # ... API v1 has the same path parameter on another resource: a variable of its own ...
+    assert requests_of(collection)["v1_get_task"]["url"]["variable"] == [
+        {"key": "task_id", "value": "{{v1_task_id}}", "description": "The task id (a UUID)"}
     ]
     # ... other path parameters keep the spec's example.
     get_problem_type = requests_of(collection)["get_problem_type"]
@@ -234,23 +315,56 @@ def test_path_parameters_become_postman_variables(collection: dict[str, Any]) ->
 
 
 def test_the_example_task_id_finds_a_seeded_task(collection: dict[str, Any]) -> None:
-    """Before any run, {{task_id}} is the spec's example: a demo task of ./scripts/run."""
+    """Before any run, {{task_id}} and {{v1_task_id}} are the spec's example: a demo task of
+    ./scripts/run, in {{workspace_id}}, the default workspace; so requests sent by hand work."""
     variables = {v["key"]: v["value"] for v in collection["variable"]}
-    assert variables["task_id"] == EXAMPLE_TASK_ID
+    assert variables["task_id"] == variables["v1_task_id"] == EXAMPLE_TASK_ID
+    assert variables["workspace_id"] == DEFAULT_WORKSPACE
     client = make_app("development", LOG_LEVEL="WARNING").test_client()
-    for name in ("get_task", "replace_task", "patch_task"):
-        response = send(client, requests_of(collection)[name], variables)
-        assert response.status_code == 200, (name, response.json)
+    for name in ("get_task", "replace_task", "patch_task", "get_workspace", "list_tasks"):
+        for prefix in ("", "v1_") if "task" in name else ("",):
+            response = send(client, requests_of(collection)[prefix + name], variables)
+            assert response.status_code == 200, (prefix + name, response.json)
 
 
 def test_create_stores_the_id_and_delete_restores_the_example(collection: dict[str, Any]) -> None:
-    by_name = {item["name"]: item for item in collection["item"][1]["item"]}
-    assert 'pm.collectionVariables.set("task_id", pm.response.json()["id"]);' in script_of(
-        by_name["create_task"]
-    )
-    assert f'pm.collectionVariables.set("task_id", "{EXAMPLE_TASK_ID}");' in script_of(
-        by_name["delete_task"]
-    )
+    by_name = {item["name"]: item for f in collection["item"][1:] for item in f["item"]}
+    for variable, create, delete, example in [
+        ("workspace_id", "create_workspace", "delete_workspace", DEFAULT_WORKSPACE),
+        ("task_id", "create_task", "delete_task", EXAMPLE_TASK_ID),
+        ("v1_task_id", "v1_create_task", "v1_delete_task", EXAMPLE_TASK_ID),
+    ]:
+        stored = f'pm.collectionVariables.set("{variable}", pm.response.json()["id"]);'
+        assert stored in script_of(by_name[create])
+        restored = f'pm.collectionVariables.set("{variable}", "{example}");'
+        assert restored in script_of(by_name[delete])
+
+
+def test_deletes_never_target_what_the_run_did_not_create(collection: dict[str, Any]) -> None:
+    """A pre-request script skips a DELETE while its variable is empty or the example: sent by
+    hand before a create, delete_workspace would otherwise delete the default workspace."""
+    deletes = [
+        i for f in collection["item"] for i in f["item"] if i["request"]["method"] == "DELETE"
+    ]
+    assert len(deletes) == 6  # 3 in the tag folders, the tasks folder's teardown, 2 in Workflow
+    for item in deletes:
+        assert "pm.execution.skipRequest();" in script_of(item, "prerequest"), item["name"]
+    guard = script_of(items_by_name(collection)["delete_workspace"], "prerequest")
+    assert 'var target = pm.variables.get("workspace_id") || "";' in guard
+    assert f'if (target === "" || target === "{DEFAULT_WORKSPACE}") {{' in guard
+    for item in items_of(collection):
+        if item["request"]["method"] != "DELETE":
+            assert script_of(item, "prerequest") == "", item["name"]
+
+    client = make_app("development", LOG_LEVEL="WARNING").test_client()
+    variables = {v["key"]: v["value"] for v in collection["variable"]}
+    plan = {
+        s.name: s for f in collection_plan(app_spec(client.application)).folders for s in f.steps
+    }
+    for name in ("delete_workspace", "delete_task", "v1_delete_task"):
+        assert skipped(plan[name].guard, variables), name
+    assert client.get(f"/api/v2/workspaces/{DEFAULT_WORKSPACE}").status_code == 200
+    assert not skipped(plan["delete_workspace"].guard, {**variables, "workspace_id": "x"})
 
 
 def test_every_request_has_a_test_script_asserting_its_status(
@@ -266,21 +380,38 @@ def test_every_request_has_a_test_script_asserting_its_status(
             assert f"pm.response.to.have.status({success});" in script_of(request)
 
 
+def test_deprecated_operations_assert_the_deprecation_header(
+    spec: dict[str, Any], collection: dict[str, Any]
+) -> None:
+    deprecated = 0
+    for item in items_of(collection):
+        operation = operation_of(spec, item["request"])
+        asserted = 'pm.response.to.have.header("Deprecation");' in script_of(item)
+        assert asserted == bool(operation.get("deprecated")), item["name"]
+        deprecated += asserted
+    assert deprecated == 9  # hello (v1) and tasks (v1)
+
+
 def test_the_workflow_chains_collection_variables(collection: dict[str, Any]) -> None:
-    """create, get, 304, patch with If-Match, stale patch 412, delete, 404; every {{variable}} a
-    step uses was set by an earlier step's script (or is a declared collection variable)."""
+    """Through API v2: create a workspace; in it, create a task, get, 304, patch with If-Match,
+    stale patch 412, delete, 404; delete the workspace, 404. Every {{variable}} a step uses was
+    set by an earlier step's script (or is a declared collection variable)."""
     steps = workflow_of(collection)
-    assert [step["request"]["method"] for step in steps] == [
-        "POST",
-        "GET",
-        "GET",
-        "PATCH",
-        "PATCH",
-        "DELETE",
-        "GET",
+    assert [(step["request"]["method"], swagger_path(step["request"])) for step in steps] == [
+        ("POST", "/api/v2/workspaces"),
+        ("POST", "/api/v2/workspaces/{workspace_id}/tasks"),
+        *[(m, "/api/v2/workspaces/{workspace_id}/tasks/{task_id}") for m in ("GET", "GET")],
+        *[(m, "/api/v2/workspaces/{workspace_id}/tasks/{task_id}") for m in ("PATCH", "PATCH")],
+        *[(m, "/api/v2/workspaces/{workspace_id}/tasks/{task_id}") for m in ("DELETE", "GET")],
+        ("DELETE", "/api/v2/workspaces/{workspace_id}"),
+        ("GET", "/api/v2/workspaces/{workspace_id}"),
     ]
     statuses = [int(re.search(r"to\.have\.status\((\d+)\)", script_of(step))[1]) for step in steps]
-    assert statuses == [201, 200, 304, 200, 412, 204, 404]
+    assert statuses == [201, 201, 200, 304, 200, 412, 204, 404, 204, 404]
+    for step in steps[1:]:  # all in the workspace the first step created
+        variables = {v["key"]: v["value"] for v in step["request"]["url"].get("variable", [])}
+        assert variables["workspace_id"] == "{{workflow_workspace_id}}"
+        assert variables.get("task_id", "{{workflow_task_id}}") == "{{workflow_task_id}}"
     declared = {v["key"] for v in collection["variable"]}
     set_so_far: set[str] = {"baseUrl"}
     for step in steps:
@@ -288,12 +419,16 @@ def test_the_workflow_chains_collection_variables(collection: dict[str, Any]) ->
         assert used <= set_so_far, (step["name"], used - set_so_far)
         set_so_far |= set(re.findall(r'pm\.collectionVariables\.set\("([^"]+)"', script_of(step)))
     assert set_so_far - {"baseUrl"} <= declared
-    headers = [{h["key"]: h["value"] for h in s["request"]["header"]} for s in steps]
-    assert headers[2]["If-None-Match"] == "{{workflow_task_etag}}"
-    assert headers[3]["If-Match"] == "{{workflow_task_etag}}"
-    assert headers[4]["If-Match"] == "{{workflow_task_etag}}"  # stale by then
-    assert headers[5]["If-Match"] == "{{workflow_task_etag_patched}}"
-    assert json.loads(steps[3]["request"]["body"]["raw"]) == {"title": "Write chapter 2 (changed)"}
+    headers = [
+        {h["key"]: h["value"] for h in s["request"]["header"] if not h.get("disabled")}
+        for s in steps
+    ]
+    assert headers[3]["If-None-Match"] == "{{workflow_task_etag}}"
+    assert headers[4]["If-Match"] == "{{workflow_task_etag}}"
+    assert headers[5]["If-Match"] == "{{workflow_task_etag}}"  # stale by then
+    assert headers[6]["If-Match"] == "{{workflow_task_etag_patched}}"
+    assert "If-Match" not in headers[8]
+    assert json.loads(steps[4]["request"]["body"]["raw"]) == {"title": "Write chapter 2 (changed)"}
 
 
 def test_no_request_sends_an_undocumented_parameter(
@@ -350,7 +485,7 @@ def test_write_bodies_are_json_with_the_documented_content_type(
 
 def test_create_example_body_is_accepted(client: FlaskClient, collection: dict[str, Any]) -> None:
     body = json.loads(requests_of(collection)["create_task"]["body"]["raw"])
-    response = client.post("/api/v1/tasks", json=body)
+    response = client.post(V2_TASKS, json=body)
     assert response.status_code == 201, response.json
     assert response.json["title"] == body["title"]
 
@@ -420,18 +555,36 @@ def verify(expect: Expect, response: Any, variables: dict[str, str]) -> None:
         variables[save.variable] = source[save.source](save.key)
 
 
+def skipped(guard: Guard | None, variables: dict[str, str]) -> bool:
+    """What the pre-request script of a guarded DELETE decides."""
+    if guard is None:
+        return False
+    return variables.get(guard.variable, "") in ("", *guard.refused)
+
+
 def replay(
-    client: FlaskClient, spec: dict[str, Any], collection: dict[str, Any], variables: dict[str, str]
+    client: FlaskClient,
+    spec: dict[str, Any],
+    collection: dict[str, Any],
+    variables: dict[str, str],
+    folders: tuple[str, ...] = (),
 ) -> int:
-    """Run every request in collection order, checking it against its plan; the step count."""
+    """Run every request in collection order (or those of ``folders``, like newman --folder),
+    checking it against its plan; the number of requests sent (a skipped DELETE is not)."""
     plan = collection_plan(spec)
     assert [f.name for f in plan.folders] == [f["name"] for f in collection["item"]]
     count = 0
     for folder, planned in zip(collection["item"], plan.folders, strict=True):
+        if folders and folder["name"] not in folders:
+            continue
         for item, step in zip(folder["item"], planned.steps, strict=True):
             assert item["name"] == step.name
             assert item["request"] == step.request
             assert script_of(item) == "\n".join(postman_test_script(step.expect))
+            guard = postman_guard_script(step.guard) if step.guard else []
+            assert script_of(item, "prerequest") == "\n".join(guard)
+            if skipped(step.guard, variables):
+                continue
             try:
                 verify(step.expect, send(client, item["request"], variables), variables)
             except AssertionError as exc:
@@ -446,13 +599,40 @@ def test_the_whole_collection_passes_twice_against_the_development_server(
     """Like scripts/newman (./scripts/run is development: demo tasks seeded), then again against
     the same server with the variables the first run left, as the Postman app keeps them."""
     client = make_app("development", LOG_LEVEL="WARNING").test_client()
-    seeded = client.get(f"/api/v1/tasks/{EXAMPLE_TASK_ID}")
-    variables = {v["key"]: v["value"] for v in collection["variable"]}
+    seeded = client.get(f"{V2_TASKS}/{EXAMPLE_TASK_ID}")
+    workspace = client.get(f"/api/v2/workspaces/{DEFAULT_WORKSPACE}")
+    workspaces = client.get("/api/v2/workspaces").json["total"]
+    initial = {v["key"]: v["value"] for v in collection["variable"]}
+    variables = dict(initial)
     assert replay(client, spec, collection, dict(variables)) == len(items_of(collection))
     assert replay(client, spec, collection, variables) == len(items_of(collection))
-    assert variables["task_id"] == EXAMPLE_TASK_ID  # the generic delete put it back
-    after = client.get(f"/api/v1/tasks/{EXAMPLE_TASK_ID}")
+    # The deletes put the examples back; the Workflow's variables hold what it deleted.
+    assert {k: v for k, v in variables.items() if not k.startswith("workflow_")} == {
+        k: v for k, v in initial.items() if not k.startswith("workflow_")
+    }
+    after = client.get(f"{V2_TASKS}/{EXAMPLE_TASK_ID}")
     assert after.headers["ETag"] == seeded.headers["ETag"], "the demo task is untouched"
+    again = client.get(f"/api/v2/workspaces/{DEFAULT_WORKSPACE}")
+    assert again.headers["ETag"] == workspace.headers["ETag"], "the default workspace too"
+    assert client.get("/api/v2/workspaces").json["total"] == workspaces, "none left behind"
+
+
+@pytest.mark.parametrize(
+    "folder", ["workspaces", "tasks", "tasks (v1)", "hello", "hello (v1)", "health", "problems"]
+)
+def test_each_folder_passes_alone_twice(
+    spec: dict[str, Any], collection: dict[str, Any], folder: str
+) -> None:
+    """Like `scripts/newman --folder <tag>`, from the collection's initial variables."""
+    client = make_app("development", LOG_LEVEL="WARNING").test_client()
+    workspaces = client.get("/api/v2/workspaces").json["total"]
+    variables = {v["key"]: v["value"] for v in collection["variable"]}
+    sent = len(folder_of(collection, folder))
+    assert replay(client, spec, collection, variables, (folder,)) == sent
+    assert replay(client, spec, collection, variables, (folder,)) == sent
+    assert client.get(f"/api/v2/workspaces/{DEFAULT_WORKSPACE}").status_code == 200
+    assert client.get(f"{V2_TASKS}/{EXAMPLE_TASK_ID}").status_code == 200
+    assert client.get("/api/v2/workspaces").json["total"] == workspaces
 
 
 def test_a_synthetic_spec_covers_headers_refs_and_required_query() -> None:
@@ -672,7 +852,7 @@ def test_a_synthetic_spec_chains_what_it_documents() -> None:
     steps = workflow_of(collection)
     assert [s["name"] for s in steps] == [
         "make: 201, store the id",
-        "read: 200, the same task",
+        "read: 200, the same thing",
         "swap: 201",
         "drop: 200",
         "read after the delete: 404",
@@ -691,3 +871,90 @@ def test_a_script_saving_after_any_success() -> None:
     lines = postman_test_script(Expect(status=None, save=(Save("x", "header", "Location"),)))
     assert "if (pm.response.code >= 200 && pm.response.code < 300) {" in lines
     assert '    pm.collectionVariables.set("x", pm.response.headers.get("Location"));' in lines
+
+
+def test_a_synthetic_spec_nests_chains_and_names_their_variables() -> None:
+    """Items nested under another chain's item, and a deprecated chain with the same parameter."""
+    model = {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}}}
+    created = {"201": {"description": "made", "schema": {"$ref": "#/definitions/M"}}}
+    body = [{"name": "p", "in": "body", "schema": {"$ref": "#/definitions/M"}}]
+    item = {"200": {"description": "it", "schema": {"$ref": "#/definitions/M"}}, "404": {}}
+
+    def resource(tag: str, param: str, example: str, deprecated: bool = False) -> dict[str, Any]:
+        extra = {"tags": [tag], "deprecated": True} if deprecated else {"tags": [tag]}
+        return {
+            "parameters": [{"name": param, "in": "path", "type": "string", "x-example": example}],
+            "get": {"operationId": f"get_{tag}", "responses": item, **extra},
+            "delete": {"operationId": f"delete_{tag}", "responses": {"204": {}}, **extra},
+        }
+
+    spec: dict[str, Any] = {
+        "info": {"title": "Nested"},
+        "definitions": {"M": model},
+        "tags": [{"name": "boxes"}, {"name": "things"}, {"name": "old"}],
+        "paths": {
+            "/old/things": {
+                "post": {
+                    "operationId": "make_old",
+                    "tags": ["old"],
+                    "deprecated": True,
+                    "parameters": body,
+                    "responses": created,
+                }
+            },
+            "/old/things/{thing_id}": resource("old", "thing_id", "t0", deprecated=True),
+            "/new/boxes": {
+                "post": {
+                    "operationId": "make_box",
+                    "tags": ["boxes"],
+                    "parameters": body,
+                    "responses": created,
+                }
+            },
+            "/new/boxes/{box_id}": resource("boxes", "box_id", "b0"),
+            "/new/boxes/{box_id}/things": {
+                "post": {
+                    "operationId": "make_thing",
+                    "tags": ["things"],
+                    "parameters": body,
+                    "responses": created,
+                }
+            },
+            "/new/boxes/{box_id}/things/{thing_id}": resource("things", "thing_id", "t1"),
+        },
+    }
+    plan = collection_plan(spec)
+    assert plan.variables == {
+        "old_thing_id": "t0",
+        "box_id": "b0",
+        "thing_id": "t1",
+        "workflow_box_id": "",
+        "workflow_thing_id": "",
+    }
+    steps = {folder.name: [step.name for step in folder.steps] for folder in plan.folders}
+    assert steps[WORKFLOW_FOLDER] == [  # the deprecated chain has no workflow
+        "make_box: 201, store the id",
+        "make_thing: 201, store the id",
+        "get_things: 200, the same thing",
+        "delete_things: 204",
+        "get_things after the delete: 404",
+        "delete_boxes: 204",
+        "get_boxes after the delete: 404",
+    ]
+    assert steps["things"] == [
+        "setup: make_box",
+        "make_thing",
+        "get_things",
+        "delete_things",
+        "teardown: delete_boxes",
+    ]
+    assert steps["boxes"] == ["make_box", "get_boxes", "delete_boxes"]
+    assert steps["old"] == ["make_old", "get_old", "delete_old"]
+    guards = {s.name: s.guard for f in plan.folders for s in f.steps if s.guard}
+    assert guards["teardown: delete_boxes"] == Guard("box_id", ("b0",))
+    assert guards["delete_things"] == Guard("thing_id", ("t1",))
+    assert guards["delete_old"] == Guard("old_thing_id", ("t0",))
+    assert guards["delete_boxes: 204"] == Guard("workflow_box_id")
+    old = {s.name: s for f in plan.folders for s in f.steps}["get_old"]
+    assert old.expect.headers == ("Deprecation",)
+    assert old.request["url"]["variable"][0]["value"] == "{{old_thing_id}}"

@@ -6,15 +6,26 @@ and it is also a test suite (run by Newman: ``scripts/newman``):
 * One folder per tag, one request per operation, with example path variables, query parameters
   (disabled unless required), header parameters (likewise) and JSON bodies taken from the spec's
   examples. Each request has a test script asserting the operation's documented success status,
-  the Content-Type, the documented response headers and the members of the response model.
+  the Content-Type, the documented response headers and the members of the response model; a
+  deprecated operation's also asserts the ``Deprecation`` header (RFC 9745).
 * Resources are chained: when ``POST /things`` answers 201 with an ``id`` and ``/things/{thing_id}``
-  exists, ``thing_id`` becomes a collection variable (initially the spec's example id). The POST's
-  test script stores the created id in it, so the item requests that follow in the folder (DELETE
-  runs last) work on the task the run created, never on existing data; the DELETE's script puts
-  the example id back.
-* A "Workflow" folder per chained resource: create, get, conditional get (If-None-Match: 304),
-  patch with If-Match from the stored ETag, the same patch with the stale ETag (412), delete, get
-  (404); each step that the spec documents, chained through collection variables.
+  exists, that is a chain, and ``thing_id`` a collection variable (initially the spec's example id)
+  that every request under ``/things/{thing_id}`` uses, nested paths included. The POST's script
+  stores the created id in it, so the requests after it work on what the run created; the DELETE
+  (which runs last in its folder) puts the example id back. Two chains with the same path
+  parameter get distinct variables: a deprecated one is qualified by its path (``v1_task_id``).
+* Nothing is ever deleted that the run did not create: every DELETE of a chained resource has a
+  pre-request script that skips it while its variable is empty or still the example id (a seeded
+  resource, such as the default workspace).
+* A folder that works under a resource it does not create itself (tasks under a workspace) gets a
+  setup request creating one and a teardown request deleting it, with everything in it, at the end:
+  each folder runs alone (``newman --folder tasks``) as well as in the whole collection, never
+  touches seeded data, and leaves nothing behind.
+* A "Workflow" folder per chain of the current (not deprecated) API: create, get, conditional get
+  (If-None-Match: 304), patch with If-Match from the stored ETag, the same patch with the stale
+  ETag (412), delete, get (404); each step that the spec documents, chained through collection
+  variables. A resource that others nest under is created first, their workflows run inside it,
+  then it is deleted and read again (404).
 
 ``collection_plan(spec)`` is the same thing as data (requests plus ``Expect`` objects), which the
 test suite replays in-process. ``flask --app wsgi export-postman`` (app/cli.py) writes it out.
@@ -36,9 +47,13 @@ POSTMAN_SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collectio
 BASE_URL_VARIABLE = "baseUrl"
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 WORKFLOW_FOLDER = "Workflow"
+SETUP_PREFIX = "setup: "
+TEARDOWN_PREFIX = "teardown: "
 # Error responses documented with an RFC 9457 model (type, title, status) use this media type.
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _PROBLEM_MEMBERS = ("type", "title", "status")
+# What every response of a deprecated operation carries (RFC 9745).
+DEPRECATION_HEADER = "Deprecation"
 
 # Swagger 2.0 path-item keys that are operations, in the order Postman shows them.
 _METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
@@ -70,6 +85,15 @@ class Save:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """Skip the request (pre-request script) while ``variable`` is empty or one of ``refused``:
+    a DELETE never targets what the run did not create."""
+
+    variable: str
+    refused: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Expect:
     """What a request's test script asserts (and what the in-process replay checks)."""
 
@@ -90,6 +114,7 @@ class Step:
     name: str
     request: dict[str, Any]
     expect: Expect
+    guard: Guard | None = None
 
 
 @dataclass
@@ -117,18 +142,32 @@ class _Operation:
     def responses(self) -> Mapping[str, Any]:
         return self.operation.get("responses", {})
 
+    @property
+    def deprecated(self) -> bool:
+        return bool(self.operation.get("deprecated"))
+
     def documents_header(self, name: str) -> bool:
         return any(h["key"] == name for h in self.request["header"])
 
 
 @dataclass
 class _Chain:
-    """``POST collection`` creates items addressed by ``item_path`` (``collection/{variable}``)."""
+    """``POST collection`` creates items addressed by ``item_path`` (``collection/{param}``)."""
 
-    variable: str
+    param: str  # the path parameter naming an item
+    variable: str  # the collection variable holding the current item's id
     example: str
     create: _Operation
     item: dict[str, _Operation]  # method -> operation on item_path
+    parent: _Chain | None = None  # the chain whose item path ``create`` is nested under
+
+    @property
+    def item_path(self) -> str:
+        return f"{self.create.path}/{{{self.param}}}"
+
+    def covers(self, path: str) -> bool:
+        """Whether ``path`` names an item of this chain or something nested under one."""
+        return path == self.item_path or path.startswith(self.item_path + "/")
 
 
 def app_spec(app: Flask) -> dict[str, Any]:
@@ -192,9 +231,11 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
 
     chains = _chains(spec, operations)
     variables = {chain.variable: chain.example for chain in chains}
+    for op in operations:
+        _bind(op.request, {c.param: c.variable for c in _chains_over(chains, op.path)})
     expects = {id(op): _success_expect(spec, op) for op in operations}
+    guards: dict[int, Guard] = {}
     for chain in chains:
-        _chain_variable(operations, chain.variable)
         create = expects[id(chain.create)]
         expects[id(chain.create)] = replace(
             create, save=(*create.save, Save(chain.variable, "body", "id"))
@@ -204,6 +245,7 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
             expect = expects[id(delete)]
             saved = Save(chain.variable, "value", chain.example)
             expects[id(delete)] = replace(expect, save=(*expect.save, saved))
+            guards[id(delete)] = Guard(chain.variable, (chain.example,))
 
     folders: dict[str, Folder] = {
         tag["name"]: Folder(tag["name"], tag.get("description", "")) for tag in spec.get("tags", [])
@@ -213,20 +255,24 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
         operations,
         key=lambda op: (op.method == "delete", -op.path.count("/") if op.method == "delete" else 0),
     )
+    members: dict[str, list[_Operation]] = {}
     for op in ordered:
         tag = (op.operation.get("tags") or ["default"])[0]
         folder = folders.setdefault(tag, Folder(tag, ""))
-        folder.steps.append(Step(op.name, op.request, expects[id(op)]))
+        folder.steps.append(Step(op.name, op.request, expects[id(op)], guards.get(id(op))))
+        members.setdefault(tag, []).append(op)
+    for tag, ops in members.items():
+        _own_parents(folders[tag], ops, chains, expects, guards)
 
     workflow = Folder(
         WORKFLOW_FOLDER,
         "Run in order (Runner or Newman): each step stores what the next one needs (the created "
-        "id, its ETags) in collection variables. It works only on what it created and deletes "
+        "ids, the ETags) in collection variables. It works only on what it created and deletes "
         "it at the end, so it can run again and again against the same server.",
     )
     for chain in chains:
-        steps = _workflow(spec, chain, expects[id(chain.create)], variables)
-        workflow.steps.extend(steps)
+        if chain.parent is None and not chain.create.deprecated:
+            workflow.steps.extend(_workflow(spec, chain, chains, expects, variables, {}))
     result = [workflow] if workflow.steps else []
     result += [folder for folder in folders.values() if folder.steps]
     return Plan(result, variables)
@@ -310,71 +356,177 @@ def _chains(spec: Mapping[str, Any], operations: list[_Operation]) -> list[_Chai
         if "id" not in _properties(spec, schema):
             continue
         item: dict[str, _Operation] = {}
-        variable = None
+        param = None
         for op in operations:
             match = _ITEM_PATH.match(op.path)
             if match and match["collection"] == create.path:
-                variable = match["name"]
+                param = match["name"]
                 item[op.method] = op
-        if variable is None:
+        if param is None:
             continue
         example = next(
             v["value"]
             for op in item.values()
             for v in op.request["url"].get("variable", [])
-            if v["key"] == variable
+            if v["key"] == param
         )
-        chains.append(_Chain(variable, example, create, item))
+        chains.append(_Chain(param, param, example, create, item))
+    for chain in chains:  # the innermost chain whose items the collection is nested under
+        outer = [c for c in chains if c is not chain and c.covers(chain.create.path)]
+        chain.parent = max(outer, key=lambda c: len(c.item_path), default=None)
+    _name_variables(chains)
     return chains
 
 
-def _chain_variable(operations: list[_Operation], variable: str) -> None:
-    """Every request with this path variable takes its value from the collection variable."""
-    for op in operations:
-        for entry in op.request["url"].get("variable", []):
-            if entry["key"] == variable:
-                entry["value"] = f"{{{{{variable}}}}}"
+def _name_variables(chains: list[_Chain]) -> None:
+    """A variable per chain, named after its path parameter. When chains share the parameter's
+    name, the one of the current API keeps it, and the others (deprecated) are qualified by the
+    first segment of their path that differs: ``/api/v1/tasks`` -> ``v1_task_id``."""
+    by_param: dict[str, list[_Chain]] = {}
+    for chain in chains:
+        by_param.setdefault(chain.param, []).append(chain)
+    for param, group in by_param.items():
+        if len(group) < 2:
+            continue
+        current = [c for c in group if not c.create.deprecated]
+        keep = current[0] if len(current) == 1 else None
+        for chain in group:
+            if chain is keep:
+                continue
+            other = keep or next(c for c in group if c is not chain)
+            chain.variable = f"{_qualifier(chain.create.path, other.create.path)}_{param}"
+    names = [c.variable for c in chains]
+    for index, chain in enumerate(chains):  # still ambiguous (same paths?): number them
+        if names.count(chain.variable) > 1:
+            chain.variable = f"{chain.variable}_{index + 1}"
+
+
+def _qualifier(path: str, other: str) -> str:
+    theirs = other.split("/")
+    for index, segment in enumerate(path.split("/")):
+        if segment and (index >= len(theirs) or segment != theirs[index]):
+            return re.sub(r"\W+", "_", segment).strip("_") or "other"
+    return "other"
+
+
+def _chains_over(chains: list[_Chain], path: str) -> list[_Chain]:
+    """The chains whose variables a request on ``path`` uses, outermost first."""
+    return sorted((c for c in chains if c.covers(path)), key=lambda c: len(c.item_path))
+
+
+def _bind(request: dict[str, Any], variables: Mapping[str, str]) -> None:
+    """Path parameter -> collection variable: the request's path variable takes its value."""
+    for entry in request["url"].get("variable", []):
+        if entry["key"] in variables:
+            entry["value"] = f"{{{{{variables[entry['key']]}}}}}"
+
+
+def _own_parents(
+    folder: Folder,
+    ops: list[_Operation],
+    chains: list[_Chain],
+    expects: Mapping[int, Expect],
+    guards: Mapping[int, Guard],
+) -> None:
+    """Wrap a folder that works under a chained resource it does not create (tasks under a
+    workspace) in a setup request creating one and a teardown request deleting it: the folder
+    runs alone, works on its own resource (never on seeded data) and leaves nothing behind."""
+    created = {id(op) for op in ops}
+    needed = {
+        id(chain): chain
+        for op in ops
+        for chain in _chains_over(chains, op.path)
+        if id(chain.create) not in created and "delete" in chain.item
+    }
+    outermost_first = sorted(needed.values(), key=lambda c: len(c.item_path))
+    if not outermost_first:
+        return
+    setup = [
+        Step(
+            f"{SETUP_PREFIX}{c.create.name}",
+            copy.deepcopy(c.create.request),
+            expects[id(c.create)],
+        )
+        for c in outermost_first
+    ]
+    teardown = [
+        Step(
+            f"{TEARDOWN_PREFIX}{c.item['delete'].name}",
+            copy.deepcopy(c.item["delete"].request),
+            expects[id(c.item["delete"])],
+            guards[id(c.item["delete"])],
+        )
+        for c in reversed(outermost_first)
+    ]
+    folder.steps[:0] = setup
+    folder.steps.extend(teardown)
+    names = ", ".join(f"`{c.variable}`" for c in outermost_first)
+    folder.description = (
+        f"{folder.description}\n\nThe first request creates what this folder works in (it stores "
+        f"{names}) and the last one deletes it, with everything created in it, and puts the "
+        "example id back: the folder runs alone or in the whole collection, again and again."
+    ).strip()
 
 
 def _success_expect(spec: Mapping[str, Any], op: _Operation) -> Expect:
     """The documented success: the lowest 2xx, its body's media type and members, its headers."""
     codes = sorted(int(code) for code in op.responses if code.isdigit() and code.startswith("2"))
     if not codes:
-        return Expect(status=None)
+        return _deprecation(op, Expect(status=None))
     status = codes[0]
     response = op.responses[str(status)]
     headers = tuple(response.get("headers", {}))
     if status == 204:
-        return Expect(status=status, empty=True, headers=headers)
+        return _deprecation(op, Expect(status=status, empty=True, headers=headers))
     if "schema" not in response:
-        return Expect(status=status, headers=headers)
+        return _deprecation(op, Expect(status=status, headers=headers))
     produces = op.operation.get("produces") or spec.get("produces") or ["application/json"]
     schema = _resolve(spec, response["schema"])
-    return Expect(
-        status=status,
-        media_type=produces[0],
-        headers=headers,
-        keys=tuple(_properties(spec, schema)),
-        array=schema.get("type") == "array",
+    return _deprecation(
+        op,
+        Expect(
+            status=status,
+            media_type=produces[0],
+            headers=headers,
+            keys=tuple(_properties(spec, schema)),
+            array=schema.get("type") == "array",
+        ),
     )
+
+
+def _deprecation(op: _Operation, expect: Expect) -> Expect:
+    """A deprecated operation announces it on every response: assert the Deprecation header."""
+    if not op.deprecated or DEPRECATION_HEADER in expect.headers:
+        return expect
+    return replace(expect, headers=(*expect.headers, DEPRECATION_HEADER))
 
 
 def _error_expect(spec: Mapping[str, Any], op: _Operation, status: int) -> Expect:
     schema = _resolve(spec, op.responses.get(str(status), {}).get("schema", {}))
     if not set(_PROBLEM_MEMBERS) <= set(_properties(spec, schema)):
-        return Expect(status=status)
-    return Expect(
-        status=status,
-        media_type=PROBLEM_MEDIA_TYPE,
-        keys=_PROBLEM_MEMBERS,
-        equal=(("status", status),),
+        return _deprecation(op, Expect(status=status))
+    return _deprecation(
+        op,
+        Expect(
+            status=status,
+            media_type=PROBLEM_MEDIA_TYPE,
+            keys=_PROBLEM_MEMBERS,
+            equal=(("status", status),),
+        ),
     )
 
 
 def _workflow(
-    spec: Mapping[str, Any], chain: _Chain, create_expect: Expect, variables: dict[str, str]
+    spec: Mapping[str, Any],
+    chain: _Chain,
+    chains: list[_Chain],
+    expects: Mapping[int, Expect],
+    variables: dict[str, str],
+    bound: Mapping[str, str],
 ) -> list[Step]:
-    """create, get, conditional get, patch with If-Match, stale patch, delete, get again."""
+    """create, get, conditional get, patch with If-Match, stale patch, delete, get again; for a
+    resource others nest under: create, the nested resources' workflows in it, delete, get.
+    ``bound``: path parameter -> workflow variable of the enclosing resources."""
     get = chain.item.get("get")
     if get is None:
         return []
@@ -384,21 +536,65 @@ def _workflow(
         f"workflow_{stem}_etag",
         f"workflow_{stem}_etag_patched",
     )
+    scope = {**bound, chain.param: id_var}
+    create_expect = expects[id(chain.create)]
     get_expect = _success_expect(spec, get)
-    has_etag = "ETag" in create_expect.headers and "ETag" in get_expect.headers
-    variables.update({id_var: "", **({etag_var: "", new_etag_var: ""} if has_etag else {})})
 
     def request(op: _Operation, **headers: str) -> dict[str, Any]:
         copied = copy.deepcopy(op.request)
-        for entry in copied["url"].get("variable", []):
-            if entry["key"] == chain.variable:
-                entry["value"] = f"{{{{{id_var}}}}}"
+        _bind(copied, scope)
         for name, value in headers.items():
             copied["header"] = [h for h in copied["header"] if h["key"] != name]
             copied["header"].append({"key": name, "value": value, "type": "text"})
         return copied
 
+    def delete_and_get(latest_etag: str | None) -> list[Step]:
+        delete = chain.item.get("delete")
+        if delete is None:
+            return []
+        conditional = latest_etag is not None and delete.documents_header("If-Match")
+        if_match = {"If-Match": f"{{{{{latest_etag}}}}}"} if conditional else {}
+        delete_expect = _success_expect(spec, delete)
+        steps = [
+            Step(
+                f"{delete.name}"
+                + (" with If-Match" if conditional else "")
+                + f": {delete_expect.status}",
+                request(delete, **if_match),
+                delete_expect,
+                Guard(id_var),
+            )
+        ]
+        if "404" in get.responses:
+            steps.append(
+                Step(
+                    f"{get.name} after the delete: 404", request(get), _error_expect(spec, get, 404)
+                )
+            )
+        return steps
+
     create = chain.create
+    variables[id_var] = ""
+    nested = [
+        step
+        for child in chains
+        if child.parent is chain and not child.create.deprecated
+        for step in _workflow(spec, child, chains, expects, variables, scope)
+    ]
+    if nested:
+        return [
+            Step(
+                f"{create.name}: {create_expect.status}, store the id",
+                request(create),
+                replace(create_expect, save=(Save(id_var, "body", "id"),)),
+            ),
+            *nested,
+            *delete_and_get(None),
+        ]
+
+    has_etag = "ETag" in create_expect.headers and "ETag" in get_expect.headers
+    if has_etag:
+        variables.update({etag_var: "", new_etag_var: ""})
     body = json.loads(create.request.get("body", {}).get("raw", "{}"))
     required = _resolve(spec, _body_schema(create.operation)).get("required", [])
     echoed = tuple((k, body[k]) for k in required if isinstance(body.get(k), str | int | float))
@@ -409,14 +605,15 @@ def _workflow(
         Step(
             f"{create.name}: {create_expect.status}, store the id"
             + (" and ETag" if has_etag else ""),
-            copy.deepcopy(create.request),
+            request(create),
             replace(create_expect, equal=echoed, save=tuple(saves)),
         )
     ]
     same = (("ETag", Var(etag_var)),) if has_etag else ()
     steps.append(
         Step(
-            f"{get.name}: {get_expect.status}, the same task" + (" and ETag" if has_etag else ""),
+            f"{get.name}: {get_expect.status}, the same {chain.param.removesuffix('_id')}"
+            + (" and ETag" if has_etag else ""),
             request(get),
             replace(get_expect, equal=(("id", Var(id_var)),), header_equal=same),
         )
@@ -426,11 +623,11 @@ def _workflow(
             Step(
                 f"{get.name} with If-None-Match: 304",
                 request(get, **{"If-None-Match": f"{{{{{etag_var}}}}}"}),
-                Expect(status=304, empty=True),
+                _deprecation(get, Expect(status=304, empty=True)),
             )
         )
     update = chain.item.get("patch") or chain.item.get("put")
-    latest_etag = etag_var
+    latest_etag = etag_var if has_etag else None
     if update is not None:
         update_expect = _success_expect(spec, update)
         document, change = _changed(spec, update, body)
@@ -463,27 +660,7 @@ def _workflow(
                     _error_expect(spec, update, 412),
                 )
             )
-    delete = chain.item.get("delete")
-    if delete is not None:
-        conditional = has_etag and delete.documents_header("If-Match")
-        if_match = {"If-Match": f"{{{{{latest_etag}}}}}"} if conditional else {}
-        delete_expect = _success_expect(spec, delete)
-        steps.append(
-            Step(
-                f"{delete.name}"
-                + (" with If-Match" if conditional else "")
-                + f": {delete_expect.status}",
-                request(delete, **if_match),
-                delete_expect,
-            )
-        )
-        if "404" in get.responses:
-            steps.append(
-                Step(
-                    f"{get.name} after the delete: 404", request(get), _error_expect(spec, get, 404)
-                )
-            )
-    return steps
+    return steps + delete_and_get(latest_etag)
 
 
 def _changed(
@@ -531,17 +708,21 @@ def _properties(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str,
 
 
 def _render(step: Step) -> dict[str, Any]:
-    return {
-        "name": step.name,
-        "event": [
+    events = []
+    if step.guard is not None:
+        events.append(
             {
-                "listen": "test",
-                "script": {"type": "text/javascript", "exec": postman_test_script(step.expect)},
+                "listen": "prerequest",
+                "script": {"type": "text/javascript", "exec": postman_guard_script(step.guard)},
             }
-        ],
-        "request": step.request,
-        "response": [],
-    }
+        )
+    events.append(
+        {
+            "listen": "test",
+            "script": {"type": "text/javascript", "exec": postman_test_script(step.expect)},
+        }
+    )
+    return {"name": step.name, "event": events, "request": step.request, "response": []}
 
 
 def _js(value: Any) -> str:
@@ -552,6 +733,20 @@ def _js(value: Any) -> str:
 
 def _label(value: Any) -> str:
     return f"{{{{{value.name}}}}}" if isinstance(value, Var) else json.dumps(value)
+
+
+def postman_guard_script(guard: Guard) -> list[str]:
+    """The pre-request script skipping a DELETE that would target what the run did not create."""
+    refused = " || ".join(f"target === {_js(value)}" for value in ("", *guard.refused))
+    warning = f"skipped: {{{{{guard.variable}}}}} holds no id that this run created"
+    return [
+        "// Delete only what this run created: never an example (seeded) resource.",
+        f'var target = pm.variables.get({_js(guard.variable)}) || "";',
+        f"if ({refused}) {{",
+        f"    console.warn({_js(warning)});",
+        "    pm.execution.skipRequest();",
+        "}",
+    ]
 
 
 def postman_test_script(expect: Expect) -> list[str]:
