@@ -70,6 +70,10 @@ class BaseConfig:
     DATABASE_POOL_TIMEOUT = 5  # seconds to wait for a free connection before a 503
     DATABASE_POOL_RECYCLE = 1800  # seconds; below any server or proxy idle timeout
     DATABASE_POOL_PRE_PING = True  # test a pooled connection before use: survives restarts
+    # Streaming replicas of shards, "shard=url,...": reads outside a write may go there.
+    # PostgreSQL only. Unset: every read goes to the primary.
+    REPLICA_URLS: str | None = None
+    REPLICA_MAX_LAG_SECONDS = 5  # a replica further behind than this is skipped
     # Demo tasks are seeded in development (into the default workspace, when it is empty).
     SEED_DEMO_DATA = False
 

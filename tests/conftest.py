@@ -28,8 +28,7 @@ def _close_databases() -> Iterator[None]:
     """Close every connection the test's apps opened: a database has a connection limit."""
     yield
     while _apps:
-        for engine in _apps.pop().extensions["shards"].all_engines().values():
-            engine.dispose()
+        _apps.pop().extensions["shards"].dispose()
 
 
 def make_app(env: str = "testing", *, seed: bool | None = None, **overrides: Any) -> Flask:

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 class _HealthState:
     started_at: float = field(default_factory=time.monotonic)
     checks: dict[str, HealthCheck] = field(default_factory=dict)
+    optional: set[str] = field(default_factory=set)  # reported, but not a reason to be unready
 
 
 class HealthChecks:
@@ -39,11 +40,15 @@ class HealthChecks:
     def _state(app: Flask) -> _HealthState:
         return app.extensions[_EXTENSION_KEY]
 
-    def register(self, app: Flask, name: str, check: HealthCheck) -> None:
-        checks = self._state(app).checks
-        if name in checks:
+    def register(self, app: Flask, name: str, check: HealthCheck, *, critical: bool = True) -> None:
+        """``critical=False``: a failure shows in the report but the app stays ready (a read
+        replica: reads fall back to the primary)."""
+        state = self._state(app)
+        if name in state.checks:
             raise ValueError(f"health check {name!r} is already registered")
-        checks[name] = check
+        state.checks[name] = check
+        if not critical:
+            state.optional.add(name)
 
     def names(self, app: Flask) -> list[str]:
         return list(self._state(app).checks)
@@ -61,8 +66,9 @@ class HealthChecks:
     def readiness(self, app: Flask | None = None) -> tuple[bool, dict[str, Any]]:
         """Run every check; return (all healthy, report with per-check status and timing)."""
         app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self._state(app)
         results: dict[str, dict[str, Any]] = {}
-        for name, check in self._state(app).checks.items():
+        for name, check in state.checks.items():
             started = time.perf_counter()
             try:
                 check()
@@ -73,7 +79,11 @@ class HealthChecks:
             else:
                 result = {"status": "ok"}
             result["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            if name in state.optional:
+                result["critical"] = False
             results[name] = result
-        healthy = all(r["status"] == "ok" for r in results.values())
+        healthy = all(
+            r["status"] == "ok" for name, r in results.items() if name not in state.optional
+        )
         report = self.summary(app) | {"status": "ok" if healthy else "fail", "checks": results}
         return healthy, report

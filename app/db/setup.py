@@ -15,14 +15,17 @@ from flask_migrate import Migrate
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
+from app.config import ConfigError
 from app.db.base import db
+from app.db.replicas import make_replicas
 from app.db.shards import ShardRegistry, init_shard_sessions
+from app.extensions import health_checks
 
 MAIN_SHARD = "main"
 MIGRATIONS_DIRECTORY = str(Path(__file__).resolve().parents[2] / "migrations")
 
 
-class DatabaseConfigError(ValueError):
+class DatabaseConfigError(ConfigError):
     """A database setting is unusable; the message says which and why."""
 
 
@@ -35,7 +38,7 @@ def parse_shard_urls(raw: str | None) -> dict[str, str]:
         name, sep, url = item.partition("=")
         name, url = name.strip(), url.strip()
         if not sep or not name or not url:
-            raise DatabaseConfigError(f"SHARD_URLS entries are name=url, got {item.strip()!r}")
+            raise DatabaseConfigError(f"entries are name=url, got {item.strip()!r}")
         if not name.replace("-", "").replace("_", "").isalnum() or not name.isascii():
             raise DatabaseConfigError(f"shard names are letters, digits, - and _, got {name!r}")
         if name in shards:
@@ -49,7 +52,8 @@ def _check_url(name: str, url: str) -> None:
         parsed = make_url(url)
     except Exception:  # sqlalchemy raises ArgumentError, with the URL (and a password) in it
         raise DatabaseConfigError(f"{name} is not a database URL") from None
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+    # Named, not implied: SQLAlchemy's default PostgreSQL driver has changed between versions.
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername != "postgresql+psycopg":
         raise DatabaseConfigError(
             f"{name}: name the driver, postgresql+psycopg://... (psycopg 3 is installed)"
         )
@@ -86,6 +90,17 @@ def database_urls(app: Flask) -> tuple[str, dict[str, str]]:
     return control, shards
 
 
+def replica_urls(app: Flask, shard_names: list[str]) -> dict[str, str]:
+    replicas = parse_shard_urls(app.config.get("REPLICA_URLS"))
+    for name, url in replicas.items():
+        if name not in shard_names:
+            raise DatabaseConfigError(f"REPLICA_URLS names {name!r}, which is not a shard")
+        _check_url(f"REPLICA_URLS[{name}]", url)
+        if make_url(url).get_backend_name() != "postgresql":
+            raise DatabaseConfigError(f"REPLICA_URLS[{name}]: replicas are PostgreSQL only")
+    return replicas
+
+
 def init_databases(app: Flask) -> None:
     control, shards = database_urls(app)
     app.config["SQLALCHEMY_DATABASE_URI"] = control
@@ -100,7 +115,14 @@ def init_databases(app: Flask) -> None:
         if engine.dialect.name == "sqlite":
             _sqlite_setup(engine)
     named = {name: engines[name] for name in shards} or {MAIN_SHARD: engines[None]}
-    app.extensions["shards"] = ShardRegistry(named, control=engines[None])
+    replicas = make_replicas(
+        replica_urls(app, list(named)),
+        lambda url: _engine_options(app.config, url),
+        float(app.config["REPLICA_MAX_LAG_SECONDS"]),
+    )
+    app.extensions["shards"] = ShardRegistry(named, control=engines[None], replicas=replicas)
+    for shard, replica in replicas.items():
+        health_checks.register(app, f"replica:{shard}", replica.check_usable_now, critical=False)
     init_shard_sessions(app)
     Migrate(directory=MIGRATIONS_DIRECTORY).init_app(app, db, render_as_batch=True)
 

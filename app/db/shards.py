@@ -13,15 +13,31 @@ from flask import Flask, current_app, g
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from app.db.replicas import Replica
+
 
 class UnknownShard(LookupError):
     """A shard name that is not configured (a directory entry naming a removed shard)."""
 
 
 class ShardRegistry:
-    def __init__(self, engines: Mapping[str, Engine], *, control: Engine) -> None:
+    def __init__(
+        self,
+        engines: Mapping[str, Engine],
+        *,
+        control: Engine,
+        replicas: Mapping[str, Replica] | None = None,
+    ) -> None:
         self.engines = dict(engines)
         self.control = control
+        self.replicas = dict(replicas or {})
+
+    def dispose(self) -> None:
+        """Close every pooled connection: primaries and replicas."""
+        for engine in self.all_engines().values():
+            engine.dispose()
+        for replica in self.replicas.values():
+            replica.engine.dispose()
 
     @property
     def names(self) -> list[str]:
@@ -47,14 +63,29 @@ def shards() -> ShardRegistry:
 
 
 def shard_session(name: str, *, read: bool = False) -> Session:
-    """This app context's session on shard ``name`` (created on first use). ``read=True`` asks
-    for a session that may read from a replica; without replicas it is the primary's."""
+    """This app context's session on shard ``name`` (created on first use).
+
+    ``read=True`` asks for a session for reads outside a unit of work: the shard's replica when it
+    has a usable one and this request has not written to the shard yet (read-your-writes),
+    else the primary's session.
+    """
+    registry = shards()
+    key, engine = name, None
+    if read and name not in g.get("_shards_written", ()):
+        replica = registry.replicas.get(name)
+        if replica is not None and replica.usable():
+            key, engine = f"{name}@replica", replica.engine
     sessions: dict[str, Session] = g.setdefault("_shard_sessions", {})
-    session = sessions.get(name)
+    session = sessions.get(key)
     if session is None:
-        session = Session(bind=shards().engine(name), expire_on_commit=False)
-        sessions[name] = session
+        session = Session(bind=engine or registry.engine(name), expire_on_commit=False)
+        sessions[key] = session
     return session
+
+
+def note_write(name: str) -> None:
+    """This request has written to shard ``name``: its later reads there go to the primary."""
+    g.setdefault("_shards_written", set()).add(name)
 
 
 def close_shard_sessions(_exc: BaseException | None = None) -> None:

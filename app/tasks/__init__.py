@@ -7,7 +7,7 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from app.db.shards import shard_session
+from app.db.shards import note_write, shard_session
 from app.tasks.models import Priority, Status, new_task_id
 from app.tasks.repository import SqlAlchemyTaskRepository, TaskQuery
 from app.tasks.service import TaskService
@@ -35,6 +35,7 @@ def task_service(workspace_id: uuid.UUID = DEFAULT_WORKSPACE_ID) -> TaskService:
         shard_session(workspace.shard),
         workspace.id,
         read_session=shard_session(workspace.shard, read=True),
+        on_commit=lambda: note_write(workspace.shard),
     )
     return TaskService(repository)
 

@@ -247,11 +247,13 @@ class SqlAlchemyTaskRepository(TaskRepository):
         *,
         read_session: Session | None = None,
         on_change: ChangeListener | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.session = session  # the shard's primary: every write, and reads inside atomic()
         self.read_session = read_session or session  # reads outside a unit of work (a replica)
         self.workspace_id = workspace_id
         self.on_change = on_change
+        self.on_commit = on_commit  # told after a unit of work commits (read-your-writes)
         self._depth = 0
 
     @contextmanager
@@ -271,6 +273,10 @@ class SqlAlchemyTaskRepository(TaskRepository):
                 yield
         finally:
             self._depth -= 1
+        if self._depth == 0:
+            self.read_session = self.session  # this repository wrote: read it back from there
+            if self.on_commit is not None:
+                self.on_commit()
 
     def _row(self, task_id: uuid.UUID) -> TaskRow | None:
         statement = (
