@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import ForeignKeyConstraint, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, UtcDateTime
@@ -131,8 +131,10 @@ class Task:
 class TaskRow(Base):
     __tablename__ = "tasks"
 
+    # The workspace leads the primary key: every statement the ORM writes for a row (UPDATE,
+    # DELETE by key) names its workspace too, and rows of one workspace sit together in the index.
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20))
@@ -158,11 +160,14 @@ class TaskRow(Base):
 class TaskTagRow(Base):
     __tablename__ = "task_tags"
 
-    task_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
-    )
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     tag: Mapped[str] = mapped_column(String(50), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)  # the order the client gave
-    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid)
 
-    __table_args__ = (Index(None, "workspace_id", "tag", "task_id"),)
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["workspace_id", "task_id"], ["tasks.workspace_id", "tasks.id"], ondelete="CASCADE"
+        ),
+        Index(None, "workspace_id", "tag", "task_id"),  # the tag filter
+    )

@@ -42,8 +42,8 @@ def upgrade() -> None:
 
     op.create_table(
         "tasks",
-        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("workspace_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("title", sa.String(length=200), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_tasks")),
+        sa.PrimaryKeyConstraint("workspace_id", "id", name=op.f("pk_tasks")),
     )
     with op.batch_alter_table("tasks") as batch_op:
         for columns in (
@@ -65,17 +65,17 @@ def upgrade() -> None:
 
     op.create_table(
         "task_tags",
+        sa.Column("workspace_id", sa.Uuid(), nullable=False),
         sa.Column("task_id", sa.Uuid(), nullable=False),
         sa.Column("tag", sa.String(length=50), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
-        sa.Column("workspace_id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["task_id"],
-            ["tasks.id"],
-            name=op.f("fk_task_tags_task_id_tasks"),
+            ["workspace_id", "task_id"],
+            ["tasks.workspace_id", "tasks.id"],
+            name=op.f("fk_task_tags_workspace_id_tasks"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("task_id", "tag", name=op.f("pk_task_tags")),
+        sa.PrimaryKeyConstraint("workspace_id", "task_id", "tag", name=op.f("pk_task_tags")),
     )
     with op.batch_alter_table("task_tags") as batch_op:
         batch_op.create_index(
