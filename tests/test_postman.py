@@ -300,7 +300,11 @@ def test_path_parameters_become_postman_variables(collection: dict[str, Any]) ->
     # in every request under it: the task's and its workspace's ...
     assert get_task["url"]["variable"] == [
         {"key": "task_id", "value": "{{task_id}}", "description": "The task id (a UUID)"},
-        {"key": "workspace_id", "value": "{{workspace_id}}"},
+        {
+            "key": "workspace_id",
+            "value": "{{workspace_id}}",
+            "description": "The workspace id (a UUID)",
+        },
     ]
     for name in ("list_tasks", "create_task", "bulk_tasks", "get_workspace", "delete_workspace"):
         variables = requests_of(collection)[name]["url"]["variable"]

@@ -91,10 +91,22 @@ def _deprecation_headers(version: str) -> list[tuple[str, str]]:
 _DEPRECATION_HEADERS = {version: _deprecation_headers(version) for version in DEPRECATED_VERSIONS}
 
 
-def deprecated_copy(resource: type[Resource], version: str) -> type[Resource]:
+def deprecated_copy(
+    resource: type[Resource],
+    version: str,
+    *,
+    without_params: frozenset[str] | set[str] = frozenset(),
+) -> type[Resource]:
     """``resource`` as it is served under an older, deprecated ``version``: the same behaviour,
-    with operation ids of its own (``v1_list_tasks``) and ``deprecated`` in the spec."""
+    with operation ids of its own (``v1_list_tasks``) and ``deprecated`` in the spec.
+    ``without_params``: documented path parameters the old URLs do not have."""
     members: dict[str, Any] = {}
+    class_doc = dict(getattr(resource, "__apidoc__", {}))
+    if without_params and "params" in class_doc:
+        class_doc["params"] = {
+            name: spec for name, spec in class_doc["params"].items() if name not in without_params
+        }
+    members["__apidoc__"] = class_doc
     for method in ("get", "post", "put", "patch", "delete"):
         original = getattr(resource, method, None)
         if original is None:

@@ -115,7 +115,16 @@ def _task_response(item: Task, status: int = 200, **headers: str) -> Response:
     )
 
 
+# The workspace in v2 URLs; v1's deprecated copies (below) leave it out.
+_WORKSPACE_PARAM = {
+    "description": "The workspace id (a UUID)",
+    "format": "uuid",
+    "x-example": str(DEFAULT_WORKSPACE_ID),
+}
+
+
 @ns.route("")
+@ns.param("workspace_id", **_WORKSPACE_PARAM)
 class TaskCollection(ApiResource):
     query_parameters = {"get": frozenset(LIST_PARAMS_DOC)}
 
@@ -158,6 +167,7 @@ class TaskCollection(ApiResource):
 
 
 @ns.route("/<uuid:task_id>")  # anything else is not a task id: routing answers 404 (or 405)
+@ns.param("workspace_id", **_WORKSPACE_PARAM)
 @ns.param(
     "task_id",
     "The task id (a UUID)",
@@ -312,6 +322,7 @@ def _bulk_result(result: BulkResult) -> dict[str, Any]:
 
 
 @ns.route("/bulk")
+@ns.param("workspace_id", **_WORKSPACE_PARAM)
 class TaskBulk(ApiResource):
     @ns.doc(
         "bulk_tasks",
@@ -332,6 +343,5 @@ class TaskBulk(ApiResource):
 
 
 # API v1: the same resources on the default workspace, marked deprecated.
-ns_v1.add_resource(deprecated_copy(TaskCollection, "1"), "")
-ns_v1.add_resource(deprecated_copy(TaskItem, "1"), "/<uuid:task_id>")
-ns_v1.add_resource(deprecated_copy(TaskBulk, "1"), "/bulk")
+for _resource, _path in ((TaskCollection, ""), (TaskItem, "/<uuid:task_id>"), (TaskBulk, "/bulk")):
+    ns_v1.add_resource(deprecated_copy(_resource, "1", without_params={"workspace_id"}), _path)
