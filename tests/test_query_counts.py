@@ -111,11 +111,6 @@ EXPECTED_PAGE_INDEX = {
 
 
 @pytest.mark.skipif(not POSTGRES_ADMIN_URL, reason="TEST_DATABASE_URL is not set: no PostgreSQL")
-@pytest.mark.xfail(
-    strict=True,
-    reason="until the repository orders NOT NULL columns without NULLS LAST (a plain DESC lets "
-    "PostgreSQL read the index backwards); remove this marker with that change",
-)
 def test_postgresql_plans_use_the_composite_indexes() -> None:
     app = make_app()
     client = app.test_client()

@@ -215,6 +215,15 @@ def _sort_key(name: str) -> ColumnElement[Any]:
     return getattr(TaskRow, name)
 
 
+def _ordering(name: str, descending: bool) -> ColumnElement[Any]:
+    """ORDER BY term; missing values last. NULLS LAST only where a column can be NULL: on a NOT
+    NULL column it changes nothing but stops PostgreSQL from reading the index backwards for a
+    descending sort (it would sort the whole workspace for each page instead)."""
+    key = _sort_key(name)
+    ordered = key.desc() if descending else key.asc()
+    return ordered.nulls_last() if TaskRow.__table__.c[name].nullable else ordered
+
+
 def _to_task(row: TaskRow) -> Task:
     return Task(
         id=row.id,
@@ -383,10 +392,7 @@ class SqlAlchemyTaskRepository(TaskRepository):
             )
         session = self.session if self._depth else self.read_session
         total = session.scalar(select(func.count()).select_from(TaskRow).where(*conditions))
-        order = [
-            (_sort_key(name).desc() if descending else _sort_key(name).asc()).nulls_last()
-            for name, descending in query.sort
-        ]
+        order = [_ordering(name, descending) for name, descending in query.sort]
         rows = session.scalars(
             select(TaskRow)
             .where(*conditions)
