@@ -36,12 +36,12 @@ def test_two_apps_in_one_process_share_no_state() -> None:
     health_checks.register(first, "only-on-first", lambda: None)
 
     assert first.extensions["api"] is not second.extensions["api"]
-    assert health_checks.names(first) == ["only-on-first"]
-    assert health_checks.names(second) == []
+    assert "only-on-first" in health_checks.names(first)
+    assert "only-on-first" not in health_checks.names(second)
 
     first_client, second_client = first.test_client(), second.test_client()
     assert first_client.get("/health/ready").json["checks"]["only-on-first"]["status"] == "ok"
-    assert second_client.get("/health/ready").json["checks"] == {}
+    assert "only-on-first" not in second_client.get("/health/ready").json["checks"]
     assert first_client.get("/health/live").json["environment"] == "testing"
     assert second_client.get("/health/live").json["environment"] == "production"
     assert first_client.get("/swagger.json").json["info"]["title"] == "First"

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from app.config import ConfigError
 from app.db.base import db
+from app.db.errors import init_database_errors
 from app.db.replicas import make_replicas
 from app.db.shards import ShardRegistry, init_shard_sessions
 from app.extensions import health_checks
@@ -62,15 +63,19 @@ def _check_url(name: str, url: str) -> None:
 
 
 def _engine_options(config: Mapping[str, Any], url: str) -> dict[str, Any]:
-    if make_url(url).get_backend_name() == "sqlite":
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
         return {}
-    return {
+    options: dict[str, Any] = {
         "pool_size": config["DATABASE_POOL_SIZE"],
         "max_overflow": config["DATABASE_MAX_OVERFLOW"],
         "pool_timeout": config["DATABASE_POOL_TIMEOUT"],
         "pool_recycle": config["DATABASE_POOL_RECYCLE"],
         "pool_pre_ping": config["DATABASE_POOL_PRE_PING"],
     }
+    if "connect_timeout" not in parsed.query:  # libpq waits forever by default: a hang, not a 503
+        options["connect_args"] = {"connect_timeout": max(1, int(config["DATABASE_POOL_TIMEOUT"]))}
+    return options
 
 
 def database_urls(app: Flask) -> tuple[str, dict[str, str]]:
@@ -123,6 +128,7 @@ def init_databases(app: Flask) -> None:
     app.extensions["shards"] = ShardRegistry(named, control=engines[None], replicas=replicas)
     for shard, replica in replicas.items():
         health_checks.register(app, f"replica:{shard}", replica.check_usable_now, critical=False)
+    init_database_errors(app, app.extensions["shards"])
     init_shard_sessions(app)
     Migrate(directory=MIGRATIONS_DIRECTORY).init_app(app, db, render_as_batch=True)
 
