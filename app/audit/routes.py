@@ -1,0 +1,137 @@
+"""``/api/v2/workspaces/{workspace_id}/audit`` (query and verify) and a task's history. Read-only:
+the audit log has no write, update or delete route; events are written by the writes themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlencode
+
+from flask import Response, request
+from flask_restx import Namespace
+
+from app.api.models import QUERY_ERROR, problem
+from app.api.resource import ApiResource
+from app.audit.schemas import (
+    LIST_PARAMS,
+    MODELS,
+    PAGE_PARAMS,
+    audit_page,
+    audit_verification,
+    event_to_dict,
+    parse_history_params,
+    parse_list_params,
+    verification_to_dict,
+)
+from app.audit.service import ADMIN, AuditLog, EventPage, current_actor
+from app.audit.tasks import TASK
+from app.core.http_cache import json_response
+from app.db import db
+from app.db.shards import shard_session, shards
+from app.tasks import task_service
+from app.tasks.schemas import EXAMPLE_TASK_ID
+from app.workspaces import workspace_service
+from app.workspaces.schemas import EXAMPLE_WORKSPACE_ID
+
+ns = Namespace(
+    "audit",
+    description="The audit log of a workspace: every write's event, field by field, hash-chained "
+    "(append-only: there is no route to change or delete an event)",
+)
+for _model in MODELS:
+    ns.add_model(_model.name, _model)
+
+_WORKSPACE_PARAM = {
+    "description": "The workspace id (a UUID)",
+    "format": "uuid",
+    "x-example": EXAMPLE_WORKSPACE_ID,
+}
+_LINK_HEADER = {"Link": {"type": "string", "description": 'rel="next" when there is a next page'}}
+
+
+def audit_log(workspace_id: uuid.UUID, *, read: bool = True) -> AuditLog:
+    """The workspace's events in the control database and in its shard (404 if no workspace).
+    ``read``: the shard's read session (a replica when usable), else its primary."""
+    workspace = workspace_service().get(workspace_id)
+    databases = {"control": db.session()}
+    registry = shards()
+    if registry.engine(workspace.shard) is not registry.control:
+        databases[workspace.shard] = shard_session(workspace.shard, read=read)
+    return AuditLog(workspace.id, databases)
+
+
+def _page_response(page: EventPage) -> Response:
+    show_ip = current_actor() == ADMIN  # an address is personal data: admins only
+    next_url = None
+    headers: dict[str, str] = {}
+    if page.next_cursor is not None:
+        others = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
+        next_url = f"{request.path}?{urlencode([*others, ('cursor', page.next_cursor)])}"
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    body = {
+        "items": [event_to_dict(event, show_client_ip=show_ip) for event in page.items],
+        "next_cursor": page.next_cursor,
+        "next": next_url,
+    }
+    return json_response(body, headers=headers, etag=False)
+
+
+@ns.route("/audit")
+@ns.param("workspace_id", **_WORKSPACE_PARAM)
+class AuditEvents(ApiResource):
+    query_parameters = {"get": frozenset(LIST_PARAMS)}
+
+    @ns.doc(
+        "list_audit_events",
+        description="The workspace's audit events, newest first, filtered; cursor-paginated "
+        "(follow `next`). client_ip is shown to admins only.",
+        params=LIST_PARAMS,
+    )
+    @ns.response(200, "One page of events", audit_page, headers=_LINK_HEADER)
+    @ns.response(400, "A query parameter is invalid or unknown; errors lists each", problem)
+    @ns.response(404, "No such workspace", problem)
+    def get(self, workspace_id: uuid.UUID) -> Response:
+        query, limit, cursor = parse_list_params(request.args)
+        return _page_response(audit_log(workspace_id).list(query, limit, cursor))
+
+
+@ns.route("/audit/verify")
+@ns.param("workspace_id", **_WORKSPACE_PARAM)
+class AuditVerification(ApiResource):
+    @ns.doc(
+        "verify_audit_log",
+        description="Recompute the workspace's hash chains (control database and shard) from "
+        "the first event: ok, or the first event that does not verify and why. A broken chain "
+        "is a 200 with ok false: the check itself succeeded.",
+    )
+    @ns.response(200, "The verification", audit_verification)
+    @ns.response(400, QUERY_ERROR, problem)
+    @ns.response(404, "No such workspace", problem)
+    def get(self, workspace_id: uuid.UUID) -> Response:
+        reports = audit_log(workspace_id, read=False).verify()
+        return json_response(verification_to_dict(reports), etag=False)
+
+
+@ns.route("/tasks/<uuid:task_id>/history")
+@ns.param("workspace_id", **_WORKSPACE_PARAM)
+@ns.param("task_id", "The task id (a UUID)", format="uuid", **{"x-example": EXAMPLE_TASK_ID})
+class TaskHistory(ApiResource):
+    query_parameters = {"get": frozenset(PAGE_PARAMS)}
+
+    @ns.doc(
+        "get_task_history",
+        description="The task's audit events, oldest first; cursor-paginated. A deleted task "
+        "keeps its history. 404 when the task has no events and does not exist.",
+        params=PAGE_PARAMS,
+    )
+    @ns.response(200, "One page of the task's events", audit_page, headers=_LINK_HEADER)
+    @ns.response(400, "A query parameter is invalid or unknown; errors lists each", problem)
+    @ns.response(404, "No such workspace, or no such task and no history of one", problem)
+    def get(self, workspace_id: uuid.UUID, task_id: uuid.UUID) -> Response:
+        limit, cursor = parse_history_params(request.args)
+        page = audit_log(workspace_id).history(TASK, str(task_id), limit, cursor)
+        if not page.items and cursor is None:
+            task_service(workspace_id).get(
+                task_id
+            )  # 404 unless it exists (events predating the log)
+        return _page_response(page)

@@ -1,0 +1,195 @@
+"""The audit wire format: Swagger models, query parameter parsing, JSON shape of an event."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask_restx import Model, fields
+from werkzeug.datastructures import MultiDict
+
+from app.audit.service import LIMIT_DEFAULT, LIMIT_MAX, AuditEvent, ChainReport, EventFilter
+from app.core.errors import ValidationProblem
+from app.tasks.schemas import DATETIME_RULE, NullableString, int_param, iso_utc, parse_datetime
+
+_NAME = re.compile(r"[a-z][a-z0-9_.]{0,49}")  # action, entity_type, actor
+_ENTITY_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+PAGE_PARAMS: dict[str, dict[str, Any]] = {
+    "limit": {
+        "in": "query",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": LIMIT_MAX,
+        "default": LIMIT_DEFAULT,
+        "description": "Events per page",
+    },
+    "cursor": {
+        "in": "query",
+        "type": "string",
+        "description": "Opaque: the `next_cursor` of the previous page",
+    },
+}
+FILTER_PARAMS: dict[str, dict[str, Any]] = {
+    "entity_type": {"in": "query", "type": "string", "description": "task or workspace"},
+    "entity_id": {"in": "query", "type": "string", "description": "The entity's id"},
+    "action": {"in": "query", "type": "string", "description": "e.g. task.updated"},
+    "actor": {"in": "query", "type": "string", "description": "anonymous, admin or system"},
+    "since": {
+        "in": "query",
+        "type": "string",
+        "format": "date-time",
+        "description": "Events at or after this instant (ISO 8601 with a time zone)",
+    },
+    "until": {
+        "in": "query",
+        "type": "string",
+        "format": "date-time",
+        "description": "Events before this instant (ISO 8601 with a time zone)",
+    },
+}
+LIST_PARAMS = {**FILTER_PARAMS, **PAGE_PARAMS}
+
+audit_event = Model(
+    "AuditEvent",
+    {
+        "id": fields.String(description="UUIDv7", example="01a19b7d-90e0-7ced-8f5b-e2db23a6513e"),
+        "sequence": fields.Integer(description="Position in its chain", example=1),
+        "database": fields.String(
+            description="The database whose chain holds it", example="control"
+        ),
+        "occurred_at": fields.String(example="2026-11-27T10:00:00.000Z"),
+        "actor": fields.String(description="anonymous, admin or system", example="anonymous"),
+        "action": fields.String(example="task.updated"),
+        "entity_type": fields.String(example="task"),
+        "entity_id": fields.String(example="01a19b7d-90e0-7ced-8f5b-e2db23a6513e"),
+        "workspace_id": NullableString(example="01a19b7b-0000-7000-8000-000000000001"),
+        "request_id": NullableString(
+            description="X-Request-ID of the write; null outside a request"
+        ),
+        "client_ip": NullableString(
+            description="The writer's address, shown to admins only (personal data); else null"
+        ),
+        "changes": fields.Raw(
+            description="field -> {before, after}: only the changed fields, every field on a "
+            "create or delete",
+            example={"status": {"before": "todo", "after": "done"}},
+        ),
+        "prev_hash": fields.String(description="hash of the previous event in its chain"),
+        "hash": fields.String(description="SHA-256 of this event's canonical JSON and prev_hash"),
+    },
+)
+audit_page = Model(
+    "AuditPage",
+    {
+        "items": fields.List(fields.Nested(audit_event)),
+        "next_cursor": NullableString(description="Pass as cursor for the next page; null: last"),
+        "next": NullableString(description="URL of the next page; null on the last"),
+    },
+)
+chain_report = Model(
+    "AuditChainReport",
+    {
+        "database": fields.String(example="control"),
+        "events": fields.Integer(description="Events checked", example=3),
+        "ok": fields.Boolean(example=True),
+        "broken_event_id": NullableString(description="The first event that does not verify"),
+        "reason": NullableString(description="Why it does not"),
+    },
+)
+audit_verification = Model(
+    "AuditVerification",
+    {
+        "ok": fields.Boolean(description="Every chain verifies", example=True),
+        "events": fields.Integer(description="Events checked, over every chain", example=3),
+        "chains": fields.List(fields.Nested(chain_report)),
+    },
+)
+MODELS = (audit_event, audit_page, chain_report, audit_verification)
+
+
+def _once(args: MultiDict[str, str], names: list[str], errors: list[dict[str, str]]) -> None:
+    for name in names:
+        if len(args.getlist(name)) > 1:
+            errors.append({"parameter": name, "detail": "must be given once"})
+
+
+def parse_page(args: MultiDict[str, str], errors: list[dict[str, str]]) -> tuple[int, str | None]:
+    _once(args, list(PAGE_PARAMS), errors)
+    limit = int_param(args, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX, errors)
+    return limit, args.get("cursor")
+
+
+def parse_list_params(args: MultiDict[str, str]) -> tuple[EventFilter, int, str | None]:
+    """The filters and page of ``GET .../audit``, or one 400 problem listing every bad one."""
+    errors: list[dict[str, str]] = []
+    _once(args, list(FILTER_PARAMS), errors)
+    values: dict[str, Any] = {}
+    for name in ("entity_type", "action", "actor"):
+        raw = args.get(name)
+        if raw is not None and not _NAME.fullmatch(raw):
+            errors.append(
+                {"parameter": name, "detail": "must be 1-50 of a-z 0-9 _ . starting with a letter"}
+            )
+        values[name] = raw
+    raw_id = args.get("entity_id")
+    if raw_id is not None and not _ENTITY_ID.fullmatch(raw_id):
+        errors.append({"parameter": "entity_id", "detail": "must be 1-200 of A-Z a-z 0-9 . _ : -"})
+    values["entity_id"] = raw_id
+    for name in ("since", "until"):
+        raw = args.get(name)
+        values[name] = None if raw is None else parse_datetime(raw)
+        if raw is not None and values[name] is None:
+            errors.append({"parameter": name, "detail": DATETIME_RULE})
+    if values["since"] and values["until"] and values["since"] >= values["until"]:
+        errors.append({"parameter": "until", "detail": "must be later than since"})
+    limit, cursor = parse_page(args, errors)
+    if errors:
+        raise ValidationProblem(errors, status=400)
+    return EventFilter(**values), limit, cursor
+
+
+def parse_history_params(args: MultiDict[str, str]) -> tuple[int, str | None]:
+    errors: list[dict[str, str]] = []
+    limit, cursor = parse_page(args, errors)
+    if errors:
+        raise ValidationProblem(errors, status=400)
+    return limit, cursor
+
+
+def event_to_dict(event: AuditEvent, *, show_client_ip: bool) -> dict[str, Any]:
+    return {
+        "id": str(event.id),
+        "sequence": event.sequence,
+        "database": event.database,
+        "occurred_at": iso_utc(event.occurred_at),
+        "actor": event.actor,
+        "action": event.action,
+        "entity_type": event.entity_type,
+        "entity_id": event.entity_id,
+        "workspace_id": None if event.workspace_id is None else str(event.workspace_id),
+        "request_id": event.request_id,
+        "client_ip": event.client_ip if show_client_ip else None,
+        "changes": event.changes,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def verification_to_dict(reports: list[ChainReport]) -> dict[str, Any]:
+    return {
+        "ok": all(report.ok for report in reports),
+        "events": sum(report.events for report in reports),
+        "chains": [
+            {
+                "database": report.database,
+                "events": report.events,
+                "ok": report.ok,
+                "broken_event_id": None
+                if report.broken_event_id is None
+                else str(report.broken_event_id),
+                "reason": report.reason,
+            }
+            for report in reports
+        ],
+    }

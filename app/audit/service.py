@@ -1,0 +1,441 @@
+"""Audit events: recording them inside a write's transaction, reading and verifying them.
+
+Recording
+    ``record_event(session, ...)`` adds one event to ``session``'s open write transaction, so the
+    event commits with the write or not at all. Who and where come from the request being served
+    (``actor``, ``request_id``, ``client_ip``); outside a request (CLI, seeding) the actor is
+    ``system``.
+
+Chains
+    Events form one chain per workspace per database (``workspace_id`` None: the global chain of
+    the database). Each event's ``hash`` is SHA-256 over its canonical JSON, ``prev_hash``
+    included, so editing, removing or reordering an event breaks every later link. Appending
+    takes the previous event's hash under a lock: on PostgreSQL a transaction-scoped advisory lock
+    per chain, on SQLite the database's write lock (``BEGIN IMMEDIATE``), so two writers cannot
+    both append to the same hash and fork the chain; a unique (workspace, sequence) index backs
+    that up. What a chain cannot show is its newest events being cut off: anchoring the head
+    elsewhere (a backup, a log line) is the way to catch that.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from flask import current_app, has_request_context, request
+from sqlalchemy import ColumnElement, select, text
+from sqlalchemy.orm import Session
+
+from app.audit.models import GENESIS_HASH, AuditEventRow
+from app.core.errors import ValidationProblem
+from app.core.request_id import request_id_var
+from app.tasks.models import new_task_id, utc_now
+from app.tasks.schemas import iso_utc
+
+ANONYMOUS = "anonymous"
+ADMIN = "admin"
+SYSTEM = "system"  # no request: the CLI, seeding, maintenance
+MAX_IP_LENGTH = 45
+
+
+class NotInWriteTransaction(RuntimeError):
+    """record_event was called outside a write transaction: its event could not be atomic."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    id: uuid.UUID
+    workspace_id: uuid.UUID | None
+    sequence: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    request_id: str | None
+    client_ip: str | None
+    changes: dict[str, Any]
+    prev_hash: str
+    hash: str
+    database: str = ""  # which database's chain holds it; set when read
+
+
+def _to_event(row: AuditEventRow, database: str = "") -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        workspace_id=row.workspace_id,
+        sequence=row.sequence,
+        occurred_at=row.occurred_at,
+        actor=row.actor,
+        action=row.action,
+        entity_type=row.entity_type,
+        entity_id=row.entity_id,
+        request_id=row.request_id,
+        client_ip=row.client_ip,
+        changes=row.changes,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+        database=database,
+    )
+
+
+# --- Who, where ----------------------------------------------------------------------------------
+
+
+def current_actor() -> str:
+    """``admin`` when the request carries the valid admin token, else ``anonymous`` (chapter 4
+    brings real users). Read defensively: no ADMIN_TOKEN configured means nobody is admin."""
+    if not has_request_context():
+        return SYSTEM
+    token = current_app.config.get("ADMIN_TOKEN")
+    if not token:
+        return ANONYMOUS
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return ANONYMOUS
+    # Constant time, as the admin gate itself: the audit log must not become a token oracle.
+    valid = hmac.compare_digest(credentials.strip().encode(), str(token).encode())
+    return ADMIN if valid else ANONYMOUS
+
+
+def current_client_ip() -> str | None:
+    """The peer address as the WSGI server gives it. X-Forwarded-For is deliberately ignored:
+    no trusted proxy is configured, so any client could write whatever it likes there. Behind a
+    proxy, configure werkzeug's ProxyFix with the real number of hops, and this follows."""
+    if not has_request_context():
+        return None
+    return (request.remote_addr or "")[:MAX_IP_LENGTH] or None
+
+
+# --- Recording -----------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """A value as the JSON the API shows: aware datetimes in ISO 8601 UTC, UUIDs and enums as
+    strings, tuples as lists. The hash is computed over exactly what is stored."""
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    raise TypeError(f"not an audit value: {type(value).__name__}")
+
+
+def field_changes(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """field -> {before, after}: every field on a create or delete (a full snapshot), only the
+    changed ones otherwise."""
+    old, new = jsonable(before or {}), jsonable(after or {})
+    snapshot = before is None or after is None
+    return {
+        name: {"before": old.get(name), "after": new.get(name)}
+        for name in sorted(set(old) | set(new))
+        if snapshot or old.get(name) != new.get(name)
+    }
+
+
+def event_hash(event: AuditEvent) -> str:
+    """SHA-256 of the event's canonical JSON (sorted keys, no spaces), prev_hash included."""
+    canonical = {
+        "id": str(event.id),
+        "workspace_id": None if event.workspace_id is None else str(event.workspace_id),
+        "sequence": event.sequence,
+        "occurred_at": iso_utc(event.occurred_at),
+        "actor": event.actor,
+        "action": event.action,
+        "entity_type": event.entity_type,
+        "entity_id": event.entity_id,
+        "request_id": event.request_id,
+        "client_ip": event.client_ip,
+        "changes": event.changes,
+        "prev_hash": event.prev_hash,
+    }
+    encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _chain(workspace_id: uuid.UUID | None) -> ColumnElement[bool]:
+    if workspace_id is None:
+        return AuditEventRow.workspace_id.is_(None)
+    return AuditEventRow.workspace_id == workspace_id
+
+
+def _lock_key(workspace_id: uuid.UUID | None) -> int:
+    digest = hashlib.blake2b(f"audit:{workspace_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)  # a bigint: PostgreSQL's lock key
+
+
+def lock_chain(session: Session, workspace_id: uuid.UUID | None) -> None:
+    """Hold the chain's append lock until the transaction ends.
+
+    ``record_event`` calls it; call it yourself first in a transaction that will lock other rows
+    *after* recording an event, so every writer takes the chain lock before its row locks and two
+    writers cannot deadlock. PostgreSQL: an advisory lock (re-entrant within a transaction).
+    SQLite: nothing to do, the write transaction already excludes every other writer.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(workspace_id)}
+        )
+
+
+def _check_write_transaction(session: Session) -> None:
+    if not session.in_transaction():
+        raise NotInWriteTransaction("record_event needs the write's open transaction")
+    connection = session.connection()
+    if connection.dialect.name == "sqlite" and not connection.get_execution_options().get(
+        "write_transaction"
+    ):
+        # A deferred SQLite transaction would read the chain's head under a shared lock and
+        # fail to upgrade it if another writer came first ("database is locked").
+        raise NotInWriteTransaction(
+            "on SQLite, begin with session.connection(execution_options="
+            '{"write_transaction": True}) (BEGIN IMMEDIATE) before recording an event'
+        )
+
+
+def record_event(
+    session: Session,
+    *,
+    action: str,
+    entity_type: str,
+    entity_id: str | uuid.UUID,
+    workspace_id: uuid.UUID | None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    changes: Mapping[str, Any] | None = None,
+    actor: str | None = None,
+) -> AuditEvent:
+    """Append one event to ``workspace_id``'s chain in ``session``'s database, in the caller's
+    open write transaction: it commits with the write, or not at all.
+
+    ``before``/``after``: the entity's fields (JSON-able: datetimes, UUIDs, enums are
+    converted) before and after the write, None for a create/delete; the event stores the
+    field-level difference. Or pass ``changes`` as a ready ``field -> {before, after}`` mapping.
+    ``action`` is ``<entity>.<verb>`` in the past tense (``task.created``, ``backup.restored``).
+    """
+    _check_write_transaction(session)
+    lock_chain(session, workspace_id)
+    head = session.execute(
+        select(AuditEventRow.sequence, AuditEventRow.hash)
+        .where(_chain(workspace_id))
+        .order_by(AuditEventRow.sequence.desc())
+        .limit(1)
+    ).one_or_none()
+    event = AuditEvent(
+        id=new_task_id(),
+        workspace_id=workspace_id,
+        sequence=1 if head is None else head.sequence + 1,
+        occurred_at=utc_now(),
+        actor=actor or current_actor(),
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        request_id=request_id_var.get(),
+        client_ip=current_client_ip(),
+        changes=jsonable(changes) if changes is not None else field_changes(before, after),
+        prev_hash=GENESIS_HASH if head is None else head.hash,
+        hash="",
+    )
+    event = replace(event, hash=event_hash(event))
+    session.add(
+        AuditEventRow(
+            **{column.key: getattr(event, column.key) for column in AuditEventRow.__table__.columns}
+        )
+    )
+    session.flush()
+    return event
+
+
+# --- Reading -------------------------------------------------------------------------------------
+
+LIMIT_DEFAULT = 20
+LIMIT_MAX = 100
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    entity_type: str | None = None
+    entity_id: str | None = None
+    action: str | None = None
+    actor: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        for name in ("entity_type", "entity_id", "action", "actor"):
+            value = getattr(self, name)
+            if value is not None:
+                found.append(getattr(AuditEventRow, name) == value)
+        if self.since is not None:
+            found.append(AuditEventRow.occurred_at >= self.since)
+        if self.until is not None:
+            found.append(AuditEventRow.occurred_at < self.until)
+        return found
+
+
+@dataclass(frozen=True)
+class EventPage:
+    items: list[AuditEvent]
+    next_cursor: str | None
+
+
+def encode_cursor(kind: str, position: str | int) -> str:
+    raw = json.dumps({"k": kind, "p": position}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str, kind: str) -> Any:
+    """The position a cursor of this kind holds; a 400 problem for anything else."""
+    try:
+        if len(cursor) > 200:
+            raise ValueError
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("k") != kind or "p" not in data:
+            raise ValueError
+        return data["p"]
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationProblem(
+            [{"parameter": "cursor", "detail": "is not a cursor this endpoint issued"}], status=400
+        ) from None
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    database: str
+    events: int
+    broken_event_id: uuid.UUID | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_event_id is None
+
+
+class AuditLog:
+    """One workspace's events, in every database that holds a chain of them (the control
+    database: workspace events; its shard: task events; one database when they are the same).
+
+    ``databases`` maps a label to a session; the workspace id scopes every query, so nothing
+    here can read another workspace's events.
+    """
+
+    def __init__(self, workspace_id: uuid.UUID, databases: Mapping[str, Session]) -> None:
+        self.workspace_id = workspace_id
+        self.databases = dict(databases)
+
+    def _scoped(self, *conditions: ColumnElement[bool]) -> Any:
+        return select(AuditEventRow).where(
+            AuditEventRow.workspace_id == self.workspace_id, *conditions
+        )
+
+    def list(self, query: EventFilter, limit: int, cursor: str | None) -> EventPage:
+        """Newest first (by id, a UUIDv7: time order across databases), ``limit`` per page."""
+        conditions = query.conditions()
+        if cursor is not None:
+            position = decode_cursor(cursor, "audit")
+            try:
+                before = uuid.UUID(str(position))
+            except ValueError:
+                raise ValidationProblem(
+                    [{"parameter": "cursor", "detail": "is not a cursor this endpoint issued"}],
+                    status=400,
+                ) from None
+            conditions.append(AuditEventRow.id < before)
+        found: list[AuditEvent] = []
+        for label, session in self.databases.items():
+            rows = session.scalars(
+                self._scoped(*conditions).order_by(AuditEventRow.id.desc()).limit(limit + 1)
+            )
+            found.extend(_to_event(row, label) for row in rows)
+        found.sort(key=lambda event: event.id, reverse=True)
+        page = found[:limit]
+        more = len(found) > limit
+        return EventPage(page, encode_cursor("audit", str(page[-1].id)) if more else None)
+
+    def history(
+        self, entity_type: str, entity_id: str, limit: int, cursor: str | None
+    ) -> EventPage:
+        """One entity's events, oldest first: in its chain's order."""
+        after = 0
+        if cursor is not None:
+            after = decode_cursor(cursor, "history")
+            if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+                raise ValidationProblem(
+                    [{"parameter": "cursor", "detail": "is not a cursor this endpoint issued"}],
+                    status=400,
+                )
+        found: list[AuditEvent] = []
+        for label, session in self.databases.items():
+            rows = session.scalars(
+                self._scoped(
+                    AuditEventRow.entity_type == entity_type,
+                    AuditEventRow.entity_id == entity_id,
+                    AuditEventRow.sequence > after,
+                )
+                .order_by(AuditEventRow.sequence)
+                .limit(limit + 1)
+            )
+            found.extend(_to_event(row, label) for row in rows)
+            if found:
+                break  # an entity's events are all in one chain
+        page = found[:limit]
+        more = len(found) > limit
+        return EventPage(page, encode_cursor("history", page[-1].sequence) if more else None)
+
+    def verify(self) -> list[ChainReport]:
+        """Recompute every chain of the workspace; each report names its first broken event."""
+        return [
+            verify_chain(label, self._in_order(session))
+            for label, session in self.databases.items()
+        ]
+
+    def _in_order(self, session: Session, batch: int = 500) -> Iterator[AuditEventRow]:
+        """The chain's events by sequence, a batch at a time (keyset: no cursor left open)."""
+        after: int | None = None
+        while True:
+            statement = self._scoped().order_by(AuditEventRow.sequence).limit(batch)
+            if after is not None:
+                statement = statement.where(AuditEventRow.sequence > after)
+            rows = session.scalars(statement).all()
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1].sequence
+
+
+def verify_chain(database: str, rows: Iterable[AuditEventRow]) -> ChainReport:
+    previous_hash, expected, count = GENESIS_HASH, 1, 0
+    for row in rows:
+        count += 1
+        event = _to_event(row, database)
+        reason = None
+        if event.sequence != expected:
+            reason = f"sequence {event.sequence} where {expected} was expected: events are missing"
+        elif event.prev_hash != previous_hash:
+            reason = "prev_hash is not the previous event's hash"
+        elif not hmac.compare_digest(event_hash(event), event.hash):
+            reason = "its content no longer matches its hash: it was changed after it was written"
+        if reason is not None:
+            return ChainReport(database, count, event.id, reason)
+        previous_hash, expected = event.hash, expected + 1
+    return ChainReport(database, count)
