@@ -11,11 +11,14 @@ from flask_migrate import upgrade
 
 from app.api.postman import DEFAULT_BASE_URL, app_spec, postman_collection
 from app.tasks import seed_demo_tasks
+from app.workspaces.moves import register_move_command
 
 _SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
 
 
 def register_cli(app: Flask) -> None:
+    register_move_command(app)  # flask move-workspace
+
     @app.cli.command("db-prepare")
     def db_prepare() -> None:
         """Upgrade every database (control and shards) to the newest revision, then seed the

@@ -7,14 +7,15 @@ are one step: two clients holding the same ETag cannot both win.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.core.merge_patch import merge_patch
 from app.tasks.models import Status, Task, can_transition, new_task_id, utc_now
-from app.tasks.repository import Page, TaskQuery, TaskRepository
+from app.tasks.repository import Page, TaskQuery, TaskRepository, TaskStamp
 from app.tasks.schemas import check_patch, task_document, task_fields
 
 # Called with the current task: None lets the write go ahead, a string says why not (412).
@@ -91,10 +92,15 @@ class TaskService:
         *,
         clock: Callable[[], Any] = utc_now,
         new_id: Callable[[], uuid.UUID] = new_task_id,
+        write_guard: Callable[[], None] | None = None,
     ) -> None:
         self.repository = repository
         self._clock = clock
         self._new_id = new_id
+        # Runs first inside every outermost unit of work: may refuse the write (a workspace that
+        # is moving to another shard answers 503; see app/workspaces/moves.py).
+        self._write_guard = write_guard
+        self._units = 0
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -103,6 +109,13 @@ class TaskService:
         if task is None:
             raise TaskNotFound()
         return task
+
+    def stamp(self, task_id: uuid.UUID) -> TaskStamp:
+        """What the task's ETag derives from, without reading the task: a cheap 304."""
+        stamp = self.repository.stamp(task_id)
+        if stamp is None:
+            raise TaskNotFound()
+        return stamp
 
     def list(self, query: TaskQuery) -> Page:
         page = self.repository.find(query)
@@ -123,7 +136,7 @@ class TaskService:
     ) -> Task:
         """PUT: the document replaces every writable field; omitted ones take their defaults."""
         values = task_fields(document)
-        with self.repository.atomic():
+        with self._unit():
             current = self._current(task_id, precondition)
             return self._save(current, values)
 
@@ -137,13 +150,13 @@ class TaskService:
     ) -> Task:
         """PATCH with JSON Merge Patch (RFC 7396): null removes (clears) a field."""
         check_patch(changes, pointer)  # before taking the store: a bad patch waits for nothing
-        with self.repository.atomic():
+        with self._unit():
             current = self._current(task_id, precondition)
             values = task_fields(merge_patch(task_document(current), changes), pointer)
             return self._save(current, values)
 
     def delete(self, task_id: uuid.UUID, *, precondition: Precondition | None = None) -> None:
-        with self.repository.atomic():
+        with self._unit():
             self._current(task_id, precondition)
             self.repository.delete(task_id)
 
@@ -167,7 +180,7 @@ class TaskService:
         failed = {error["index"] for error in errors}
 
         results: list[BulkResult] = []
-        with self.repository.atomic():
+        with self._unit():
             for index, operation in enumerate(operations):
                 if index in failed:
                     continue
@@ -188,6 +201,17 @@ class TaskService:
 
     # --- helpers -------------------------------------------------------------------------------
 
+    @contextmanager
+    def _unit(self) -> Iterator[None]:
+        with self.repository.atomic():
+            if self._units == 0 and self._write_guard is not None:
+                self._write_guard()
+            self._units += 1
+            try:
+                yield
+            finally:
+                self._units -= 1
+
     def _current(self, task_id: uuid.UUID, precondition: Precondition | None) -> Task:
         current = self.get(task_id)
         failure = None if precondition is None else precondition(current)
@@ -206,14 +230,15 @@ class TaskService:
         updated = replace(current, **values)
         if updated == current:
             return current  # nothing changed: keep updated_at (and the ETag) as they are
-        updated = replace(updated, updated_at=self._clock())
+        # The new version is the one the repository stores: the returned task's ETag is current.
+        updated = replace(updated, updated_at=self._clock(), version=current.version + 1)
         self.repository.replace(updated)
         return updated
 
     def _insert(self, values: dict[str, Any]) -> Task:
         now = self._clock()
         task = Task(id=self._new_id(), created_at=now, updated_at=now, **values)
-        with self.repository.atomic():
+        with self._unit():
             self.repository.add(task)
         return task
 

@@ -27,6 +27,7 @@ from app.core.validation import JSON, MERGE_PATCH, json_body
 from app.tasks.schemas import PER_PAGE_DEFAULT, PER_PAGE_MAX, int_param
 from app.workspaces import workspace_service
 from app.workspaces.models import Workspace
+from app.workspaces.moves import MOVING_DOC, RETRY_AFTER_HEADER
 from app.workspaces.schemas import (
     EXAMPLE_WORKSPACE_ID,
     MODELS,
@@ -158,6 +159,7 @@ class WorkspaceItem(ApiResource):
     @ns.response(404, "No such workspace", problem)
     @ns.response(412, "If-Match no longer matches: the workspace changed", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
+    @ns.response(503, MOVING_DOC, problem, headers=RETRY_AFTER_HEADER)
     def patch(self, workspace_id: uuid.UUID) -> Response:
         renamed = workspace_service().rename(
             workspace_id, json_body((MERGE_PATCH, JSON)), precondition=_precondition()
@@ -175,6 +177,7 @@ class WorkspaceItem(ApiResource):
     )
     @ns.response(404, "No such workspace", problem)
     @ns.response(412, "If-Match no longer matches: the workspace changed", problem)
+    @ns.response(503, MOVING_DOC, problem, headers=RETRY_AFTER_HEADER)
     def delete(self, workspace_id: uuid.UUID) -> Response:
         workspace_service().delete(workspace_id, precondition=_precondition())
         return no_content()
