@@ -1,0 +1,704 @@
+"""The admin backup API and workspace export/import, end to end on the configured databases.
+
+Run on SQLite by default and on PostgreSQL with TEST_DATABASE_URL: the restore tests then go
+through pg_dump and pg_restore against real servers.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from app.backups import backup_service
+from app.config import ConfigError, load_config
+from app.workspaces.service import WorkspaceService
+from tests.conftest import PRODUCTION_TEST_SECRET, make_app
+
+TOKEN = "admin-token-for-tests-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BACKUPS = "/api/v2/admin/backups"
+IMPORT = "/api/v2/admin/workspaces/import"
+WORKSPACES = "/api/v2/workspaces"
+GZIP = {"Content-Type": "application/gzip"}
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Flask:
+    return make_app("testing", ADMIN_TOKEN=TOKEN, BACKUP_DIR=str(tmp_path / "backups"))
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def workspace_with_tasks(client: FlaskClient, name: str = "w", count: int = 2) -> dict[str, Any]:
+    workspace = client.post(WORKSPACES, json={"name": name}).json
+    for index in range(count):
+        created = client.post(
+            f"{WORKSPACES}/{workspace['id']}/tasks",
+            json={
+                "title": f"{name} task {index}",
+                "description": "line one\nline two",
+                "tags": ["b", "a"],
+                "due_date": "2026-12-01T10:00:00Z",
+                "priority": "high",
+            },
+        )
+        assert created.status_code == 201
+    return workspace
+
+
+def all_rows(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table in every database: what 'data equals the backup' compares."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    with app.app_context():
+        for name, engine in app.extensions["shards"].all_engines().items():
+            with engine.connect() as connection:
+                for table in ("workspaces", "tasks", "task_tags"):
+                    rows = connection.execute(text(f"SELECT * FROM {table}")).all()
+                    found[f"{name}/{table}"] = sorted(tuple(map(str, row)) for row in rows)
+    return found
+
+
+def create_backup(client: FlaskClient) -> dict[str, Any]:
+    response = client.post(BACKUPS, headers=AUTH)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def change_everything(client: FlaskClient, workspace: dict[str, Any]) -> None:
+    tasks = client.get(f"{WORKSPACES}/{workspace['id']}/tasks").json["items"]
+    url = f"{WORKSPACES}/{workspace['id']}/tasks"
+    assert client.delete(f"{url}/{tasks[0]['id']}").status_code == 204
+    assert client.patch(f"{url}/{tasks[1]['id']}", json={"title": "changed"}).status_code == 200
+    assert client.post(url, json={"title": "added"}).status_code == 201
+    workspace_with_tasks(client, "another", 1)
+
+
+# --- admin gate ----------------------------------------------------------------------------
+
+
+ADMIN_OPERATIONS = [
+    ("get", BACKUPS),
+    ("post", BACKUPS),
+    ("get", f"{BACKUPS}/{uuid.uuid4()}"),
+    ("delete", f"{BACKUPS}/{uuid.uuid4()}"),
+    ("get", f"{BACKUPS}/{uuid.uuid4()}/download"),
+    ("post", f"{BACKUPS}/{uuid.uuid4()}/restore"),
+    ("get", f"{WORKSPACES}/{uuid.uuid4()}/export"),
+    ("post", IMPORT),
+]
+
+
+@pytest.mark.parametrize(("method", "url"), ADMIN_OPERATIONS)
+@pytest.mark.parametrize("env", ["testing", "production"])
+def test_without_admin_token_the_admin_endpoints_do_not_exist(
+    env: str, method: str, url: str, tmp_path: Path
+) -> None:
+    client = make_app(env, BACKUP_DIR=str(tmp_path)).test_client()
+    for headers in ({}, AUTH):
+        response = client.open(url + "?unknown=1", method=method.upper(), headers=headers)
+        assert response.status_code == 404
+        # Exactly what an unknown URL answers: nothing tells the admin surface is there.
+        unknown = client.open("/api/v2/nothing-here", method=method.upper())
+        assert response.json["title"] == unknown.json["title"]
+        assert response.json["detail"] == unknown.json["detail"]
+    assert not list(tmp_path.iterdir()), "nothing was written"
+
+
+@pytest.mark.parametrize(("method", "url"), ADMIN_OPERATIONS)
+def test_a_missing_or_wrong_token_is_a_401_with_a_bearer_challenge(
+    client: FlaskClient, method: str, url: str
+) -> None:
+    attempts = {
+        None: 'Bearer realm="admin"',
+        f"Basic {TOKEN}": 'Bearer realm="admin"',
+        "Bearer": 'Bearer realm="admin"',
+        f"Bearer {TOKEN}x": 'Bearer realm="admin", error="invalid_token"',
+        f"Bearer {TOKEN[:-1]}": 'Bearer realm="admin", error="invalid_token"',
+        "Bearer é-non-ascii": 'Bearer realm="admin", error="invalid_token"',
+    }
+    for header, challenge in attempts.items():
+        headers = {} if header is None else {"Authorization": header}
+        response = client.open(url + "?unknown=1", method=method.upper(), headers=headers)
+        assert response.status_code == 401, header
+        assert response.headers["WWW-Authenticate"] == challenge
+        assert response.json["type"] == "/problems/admin-authentication-required"
+
+
+def test_the_right_token_opens_the_admin_surface(client: FlaskClient) -> None:
+    assert client.get(BACKUPS, headers=AUTH).status_code == 200
+    lower_case_scheme = {"Authorization": f"bearer {TOKEN}"}
+    assert client.get(BACKUPS, headers=lower_case_scheme).status_code == 200
+    assert client.get(BACKUPS + "?unknown=1", headers=AUTH).status_code == 400
+
+
+def production(**settings: Any) -> dict[str, Any]:
+    base = {"APP_ENV": "production", "SECRET_KEY": PRODUCTION_TEST_SECRET, "DATABASE_URL": "x"}
+    return load_config({**base, **settings}, environ={})
+
+
+def test_production_refuses_a_short_admin_token_and_a_missing_backup_dir() -> None:
+    with pytest.raises(ConfigError, match="ADMIN_TOKEN is shorter than 32"):
+        production(ADMIN_TOKEN="x" * 31, BACKUP_DIR="/var/backups/taskapi")
+    with pytest.raises(ConfigError, match="BACKUP_DIR is not set"):
+        production(ADMIN_TOKEN=TOKEN)
+    assert production(ADMIN_TOKEN=TOKEN, BACKUP_DIR="/b")["ADMIN_TOKEN"] == TOKEN
+    assert production()["ADMIN_TOKEN"] is None  # no admin surface: nothing else is required
+    # Outside production a short token is allowed (local work).
+    assert load_config({"APP_ENV": "testing", "ADMIN_TOKEN": "short"}, environ={})
+    with pytest.raises(ConfigError, match="BACKUP_KEEP must be at least 1"):
+        load_config({"APP_ENV": "testing"}, environ={"BACKUP_KEEP": "0"})
+
+
+def test_the_spec_offers_the_token_to_swagger_ui(client: FlaskClient) -> None:
+    spec = client.get("/swagger.json").json
+    assert spec["securityDefinitions"]["admin_token"]["name"] == "Authorization"
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            admin = "/admin/" in path or path.endswith("/export")
+            assert (operation.get("security") == [{"admin_token": []}]) == admin, (method, path)
+
+
+# --- backups -------------------------------------------------------------------------------
+
+
+def test_create_list_get_download_delete(app: Flask, client: FlaskClient) -> None:
+    workspace_with_tasks(client)
+    created = client.post(BACKUPS, headers=AUTH)
+    assert created.status_code == 201
+    backup = created.json
+    assert created.headers["Location"] == f"{BACKUPS}/{backup['id']}"
+    engine = app.extensions["shards"].control.dialect.name
+    assert backup["engine"] == engine
+    assert backup["reason"] == "requested"
+    assert {d["key"] for d in backup["databases"]} == {"control", "shard:shard-a", "shard:shard-b"}
+    assert backup["shards"] == ["shard-a", "shard-b"]
+    assert backup["alembic_revision"]
+
+    assert client.get(BACKUPS, headers=AUTH).json == {"items": [backup]}
+    assert client.get(f"{BACKUPS}/{backup['id']}", headers=AUTH).json == backup
+
+    with client.get(f"{BACKUPS}/{backup['id']}/download", headers=AUTH) as download:
+        download.get_data()  # a streamed file: read it, then close the response
+    assert download.status_code == 200
+    assert download.content_type == "application/x-tar"
+    assert int(download.headers["Content-Length"]) == backup["size"] == len(download.data)
+    digest = hashlib.sha256(download.data).digest()
+    assert digest.hex() == backup["sha256"]
+    assert download.headers["ETag"] == f'"{backup["sha256"]}"'
+    assert download.headers["Repr-Digest"] == f"sha-256=:{base64.b64encode(digest).decode()}:"
+    assert download.headers["Cache-Control"] == "no-store"
+    with tarfile.open(fileobj=io.BytesIO(download.data)) as tar:
+        names = tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        for entry in manifest["databases"]:
+            data = tar.extractfile(entry["file"]).read()  # type: ignore[union-attr]
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert names[0] == "manifest.json"
+    assert manifest["format"] == "taskapi-backup"
+    assert manifest["format_version"] == 1
+
+    directory = Path(app.config["BACKUP_DIR"])
+    assert oct((directory / f"{backup['id']}.tar").stat().st_mode & 0o777) == "0o600"
+
+    assert client.delete(f"{BACKUPS}/{backup['id']}", headers=AUTH).status_code == 204
+    for method, suffix in [("get", ""), ("delete", ""), ("get", "/download"), ("post", "/restore")]:
+        response = client.open(f"{BACKUPS}/{backup['id']}{suffix}", method=method, headers=AUTH)
+        assert response.status_code == 404
+        assert response.json["type"] == "/problems/backup-not-found"
+    assert client.get(BACKUPS, headers=AUTH).json == {"items": []}
+    assert sorted(p.name for p in directory.iterdir()) == [".lock"]
+
+
+def test_a_malformed_backup_id_is_a_404(client: FlaskClient) -> None:
+    for url in (f"{BACKUPS}/nope", f"{BACKUPS}/..%2F..%2Fetc/download"):
+        assert client.get(url, headers=AUTH).status_code == 404
+
+
+def test_retention_keeps_the_newest(tmp_path: Path) -> None:
+    app = make_app("testing", ADMIN_TOKEN=TOKEN, BACKUP_DIR=str(tmp_path), BACKUP_KEEP=2)
+    client = app.test_client()
+    ids = [create_backup(client)["id"] for _ in range(3)]
+    listed = [item["id"] for item in client.get(BACKUPS, headers=AUTH).json["items"]]
+    assert listed == [ids[2], ids[1]]
+    assert not (tmp_path / f"{ids[0]}.tar").exists()
+    assert not (tmp_path / f"{ids[0]}.json").exists()
+
+
+def test_a_busy_backup_directory_answers_409(app: Flask, client: FlaskClient) -> None:
+    backup = create_backup(client)
+    with (Path(app.config["BACKUP_DIR"]) / ".lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        for method, url in [
+            ("post", BACKUPS),
+            ("delete", f"{BACKUPS}/{backup['id']}"),
+            ("post", f"{BACKUPS}/{backup['id']}/restore"),
+        ]:
+            response = client.open(url, method=method, headers=AUTH)
+            assert response.status_code == 409
+            assert response.json["type"] == "/problems/backup-busy"
+            assert response.headers["Retry-After"] == "30"
+    assert client.delete(f"{BACKUPS}/{backup['id']}", headers=AUTH).status_code == 204
+
+
+def test_restore_brings_back_exactly_the_backed_up_data(app: Flask, client: FlaskClient) -> None:
+    workspace = workspace_with_tasks(client, count=3)
+    before = all_rows(app)
+    backup = create_backup(client)
+    change_everything(client, workspace)
+    changed = all_rows(app)
+    assert changed != before
+
+    restored = client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH)
+    assert restored.status_code == 200, restored.json
+    assert restored.json["restored"] == backup
+    assert all_rows(app) == before
+    # The API serves the restored data at once (no stale pooled connection or cache).
+    tasks = client.get(f"{WORKSPACES}/{workspace['id']}/tasks").json
+    assert [t["title"] for t in tasks["items"]] == ["w task 2", "w task 1", "w task 0"]
+
+    # The safety backup holds the data as it was just before: restoring it undoes the restore.
+    safety = restored.json["safety_backup"]
+    assert safety["reason"] == "pre-restore"
+    assert client.post(f"{BACKUPS}/{safety['id']}/restore", headers=AUTH).status_code == 200
+    assert all_rows(app) == changed
+
+
+def _rewrite(
+    app: Flask,
+    backup_id: str,
+    *,
+    manifest: Any = None,
+    files: dict[str, bytes] | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> None:
+    """Rebuild a stored archive with changes, and record its new checksum: an archive damaged
+    or forged so that only the inner checks can catch it."""
+    directory = Path(app.config["BACKUP_DIR"])
+    archive = directory / f"{backup_id}.tar"
+    with tarfile.open(archive) as tar:
+        contents = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    current = json.loads(contents["manifest.json"])
+    contents["manifest.json"] = json.dumps(manifest(current) if manifest else current).encode()
+    contents.update(files or {})
+    contents.update(extra or {})
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in contents.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    archive.write_bytes(buffer.getvalue())
+    sidecar = directory / f"{backup_id}.json"
+    recorded = json.loads(sidecar.read_text())
+    recorded["size"] = len(buffer.getvalue())
+    recorded["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    sidecar.write_text(json.dumps(recorded))
+
+
+def _flip_byte(app: Flask, backup_id: str) -> None:
+    archive = Path(app.config["BACKUP_DIR"]) / f"{backup_id}.tar"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+
+
+def _truncate(app: Flask, backup_id: str) -> None:
+    archive = Path(app.config["BACKUP_DIR"]) / f"{backup_id}.tar"
+    archive.write_bytes(archive.read_bytes()[:-5000])
+
+
+def _first_file(manifest: dict[str, Any]) -> str:
+    return manifest["databases"][1]["file"]
+
+
+DAMAGE = {
+    "a flipped byte": lambda app, b: _flip_byte(app, b),
+    "truncated": lambda app, b: _truncate(app, b),
+    "truncated inside, checksum recomputed": lambda app, b: _rewrite(
+        app, b, files={_shard_file(app, b): _shard_bytes(app, b)[:-3000]}
+    ),
+    "a database file that is not one, checksums recomputed": lambda app, b: _rewrite(
+        app,
+        b,
+        manifest=lambda m: _with_file(m, b"not a database" * 100),
+        files={_shard_file(app, b): b"not a database" * 100},
+    ),
+    "an unknown format version": lambda app, b: _rewrite(
+        app, b, manifest=lambda m: {**m, "format_version": 2}
+    ),
+    "an unexpected member": lambda app, b: _rewrite(app, b, extra={"../../evil.sqlite3": b"x"}),
+    "a manifest that is not JSON": lambda app, b: _rewrite(
+        app, b, files={"manifest.json": b"{not json"}
+    ),
+}
+
+
+def _manifest_of(app: Flask, backup_id: str) -> dict[str, Any]:
+    with tarfile.open(Path(app.config["BACKUP_DIR"]) / f"{backup_id}.tar") as tar:
+        return json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+
+
+def _shard_file(app: Flask, backup_id: str) -> str:
+    return _first_file(_manifest_of(app, backup_id))
+
+
+def _shard_bytes(app: Flask, backup_id: str) -> bytes:
+    with tarfile.open(Path(app.config["BACKUP_DIR"]) / f"{backup_id}.tar") as tar:
+        return tar.extractfile(_shard_file(app, backup_id)).read()  # type: ignore[union-attr]
+
+
+def _with_file(manifest: dict[str, Any], data: bytes) -> dict[str, Any]:
+    entry = manifest["databases"][1]
+    entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    return manifest
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_backup_is_refused_and_nothing_changes(
+    app: Flask, client: FlaskClient, damage: str
+) -> None:
+    workspace = workspace_with_tasks(client)
+    backup = create_backup(client)
+    change_everything(client, workspace)
+    live = all_rows(app)
+    DAMAGE[damage](app, backup["id"])
+
+    response = client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH)
+    assert response.status_code == 422, response.json
+    assert response.json["type"] == "/problems/backup-damaged"
+    assert "Nothing was changed" in response.json["detail"]
+    assert all_rows(app) == live
+    assert len(client.get(BACKUPS, headers=AUTH).json["items"]) == 1, "no safety backup either"
+    assert not [p for p in Path(app.config["BACKUP_DIR"]).iterdir() if p.name.startswith(".r")]
+
+
+INCOMPATIBLE = {
+    "another schema revision": lambda m: {
+        **m,
+        "databases": [{**d, "alembic_revision": "9999"} for d in m["databases"]],
+    },
+    "another shard set": lambda m: {**m, "shards": ["shard-a", "shard-c"]},
+    "a database missing": lambda m: {**m, "databases": m["databases"][:2]},
+    "another engine": lambda m: {
+        **m,
+        "databases": [
+            {**d, "engine": "postgresql" if d["engine"] == "sqlite" else "sqlite"}
+            for d in m["databases"]
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("change", list(INCOMPATIBLE))
+def test_a_backup_for_another_deployment_is_a_409(
+    app: Flask, client: FlaskClient, change: str
+) -> None:
+    backup = create_backup(client)
+    workspace_with_tasks(client)
+    live = all_rows(app)
+    manifest = INCOMPATIBLE[change](_manifest_of(app, backup["id"]))
+    kept = {d["file"] for d in manifest["databases"]}
+    _rewrite(app, backup["id"], manifest=lambda _m: manifest)
+    if change == "a database missing":  # the archive must match its manifest, or it is damaged
+        directory = Path(app.config["BACKUP_DIR"])
+        with tarfile.open(directory / f"{backup['id']}.tar") as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar if m.name in kept}  # type: ignore[union-attr]
+        members["manifest.json"] = json.dumps(manifest).encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        (directory / f"{backup['id']}.tar").write_bytes(buffer.getvalue())
+        sidecar = directory / f"{backup['id']}.json"
+        recorded = json.loads(sidecar.read_text())
+        recorded.update(
+            size=len(buffer.getvalue()), sha256=hashlib.sha256(buffer.getvalue()).hexdigest()
+        )
+        sidecar.write_text(json.dumps(recorded))
+
+    response = client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH)
+    assert response.status_code == 409, response.json
+    assert response.json["type"] == "/problems/backup-incompatible"
+    assert all_rows(app) == live
+
+
+def test_damaged_metadata_hides_the_backup(app: Flask, client: FlaskClient) -> None:
+    backup = create_backup(client)
+    (Path(app.config["BACKUP_DIR"]) / f"{backup['id']}.json").write_text("{broken")
+    assert client.get(BACKUPS, headers=AUTH).json == {"items": []}
+    assert client.get(f"{BACKUPS}/{backup['id']}", headers=AUTH).status_code == 404
+
+
+def test_admin_actions_are_audited(app: Flask, client: FlaskClient) -> None:
+    workspace = workspace_with_tasks(client)
+    backup = create_backup(client)
+    assert (
+        client.delete(f"{BACKUPS}/{create_backup(client)['id']}", headers=AUTH).status_code == 204
+    )
+    archive = export(client, workspace["id"])
+    imported = client.post(IMPORT, data=archive, headers={**AUTH, **GZIP}).json
+    with app.app_context(), app.extensions["shards"].control.connect() as connection:
+        events = connection.execute(
+            text("SELECT action, actor, entity_id FROM audit_events ORDER BY id")
+        ).all()
+    admin_events = [
+        (a, actor, e) for a, actor, e in events if not a.startswith(("task.", "workspace.c"))
+    ]
+    assert [(a, actor) for a, actor, _ in admin_events] == [
+        ("backup.created", "admin"),
+        ("backup.created", "admin"),
+        ("backup.deleted", "admin"),
+        ("workspace.exported", "admin"),
+        ("workspace.imported", "admin"),
+    ]
+    assert admin_events[0][2] == backup["id"]
+    assert admin_events[-1][2] == imported["workspace"]["id"]
+    assert client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH).status_code == 200
+    with app.app_context(), app.extensions["shards"].control.connect() as connection:
+        last = connection.execute(
+            text("SELECT action, entity_id FROM audit_events ORDER BY id DESC LIMIT 1")
+        ).one()
+    assert tuple(last) == ("backup.restored", backup["id"])
+
+
+def test_the_service_runs_without_a_request(app: Flask) -> None:
+    """What a chapter 6 job will do: build the service in an app context and call it."""
+    with app.app_context():
+        service = backup_service()
+        created = service.create()
+        assert service.list() == [created]
+        assert service.restore(created.id).restored == created
+
+
+# --- workspace export and import ------------------------------------------------------------
+
+
+def export(client: FlaskClient, workspace_id: str) -> bytes:
+    with client.get(f"{WORKSPACES}/{workspace_id}/export", headers=AUTH) as response:
+        response.get_data()  # a streamed file: read it, then close the response
+    assert response.status_code == 200
+    assert response.content_type == "application/gzip"
+    assert int(response.headers["Content-Length"]) == len(response.data)
+    digest = base64.b64encode(hashlib.sha256(response.data).digest()).decode()
+    assert response.headers["Repr-Digest"] == f"sha-256=:{digest}:"
+    return response.data
+
+
+def tasks_of(client: FlaskClient, workspace_id: str) -> list[dict[str, Any]]:
+    return client.get(f"{WORKSPACES}/{workspace_id}/tasks?per_page=100").json["items"]
+
+
+def test_export_then_import_makes_a_new_workspace_with_the_same_tasks(
+    app: Flask, client: FlaskClient
+) -> None:
+    source = workspace_with_tasks(client, "source", 3)
+    other = workspace_with_tasks(client, "other", 2)  # must not leak into the export
+    archive = export(client, source["id"])
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        assert tar.getnames() == ["manifest.json", "tasks.jsonl"]
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        lines = tar.extractfile("tasks.jsonl").read()  # type: ignore[union-attr]
+    assert manifest["format"] == "taskapi-workspace-export"
+    assert manifest["workspace"]["id"] == source["id"]
+    assert manifest["files"]["tasks.jsonl"]["sha256"] == hashlib.sha256(lines).hexdigest()
+    assert len(lines.splitlines()) == 3
+
+    first = client.post(IMPORT, data=archive, headers={**AUTH, **GZIP})
+    assert first.status_code == 201, first.json
+    second = client.post(IMPORT + "?name=Second copy", data=archive, headers={**AUTH, **GZIP})
+    assert second.status_code == 201
+    assert first.json["tasks"] == 3
+    assert first.json["source_workspace_id"] == source["id"]
+    assert first.json["workspace"]["name"] == "source"
+    assert second.json["workspace"]["name"] == "Second copy"
+    new_id = first.json["workspace"]["id"]
+    assert first.headers["Location"] == f"{WORKSPACES}/{new_id}"
+    assert client.get(first.headers["Location"]).status_code == 200
+
+    def without_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in item.items() if k != "id"} for item in items]
+
+    original = tasks_of(client, source["id"])
+    for copy in (first, second):
+        imported = tasks_of(client, copy.json["workspace"]["id"])
+        assert without_ids(imported) == without_ids(original)
+        assert not {t["id"] for t in imported} & {t["id"] for t in original}
+    assert len(tasks_of(client, other["id"])) == 2
+
+    # The rows sit in the shard the directory names for the new workspace, and only there.
+    with app.app_context():
+        shard = first.json["workspace"]["shard"]
+        for name, engine in app.extensions["shards"].engines.items():
+            with engine.connect() as connection:
+                count = connection.scalar(
+                    text("SELECT count(*) FROM tasks WHERE workspace_id = :w"),
+                    {"w": uuid.UUID(new_id).hex if engine.dialect.name == "sqlite" else new_id},
+                )
+            assert count == (3 if name == shard else 0)
+
+
+def test_import_accepts_a_multipart_upload(client: FlaskClient) -> None:
+    archive = export(client, workspace_with_tasks(client)["id"])
+    response = client.post(
+        IMPORT,
+        data={"archive": (io.BytesIO(archive), "export.tar.gz")},
+        headers=AUTH,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201, response.json
+    missing = client.post(
+        IMPORT, data={"other": "x"}, headers=AUTH, content_type="multipart/form-data"
+    )
+    assert missing.status_code == 400
+
+
+def test_export_of_an_unknown_workspace_is_a_404(client: FlaskClient) -> None:
+    response = client.get(f"{WORKSPACES}/{uuid.uuid4()}/export", headers=AUTH)
+    assert response.status_code == 404
+    assert response.json["type"] == "/problems/workspace-not-found"
+
+
+def _archive(manifest: Any, lines: bytes, *, extra: dict[str, bytes] | None = None) -> bytes:
+    members = {
+        "manifest.json": json.dumps(manifest).encode(),
+        "tasks.jsonl": lines,
+        **(extra or {}),
+    }
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb") as compressed,
+        tarfile.open(fileobj=compressed, mode="w") as tar,
+    ):
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _valid_parts(client: FlaskClient) -> tuple[dict[str, Any], bytes]:
+    archive = export(client, workspace_with_tasks(client)["id"])
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        lines = tar.extractfile("tasks.jsonl").read()  # type: ignore[union-attr]
+    return manifest, lines
+
+
+def _resigned(manifest: dict[str, Any], lines: bytes) -> bytes:
+    files = {"size": len(lines), "sha256": hashlib.sha256(lines).hexdigest()}
+    files["lines"] = len(lines.splitlines())
+    return _archive({**manifest, "files": {"tasks.jsonl": files}}, lines)
+
+
+def _bad_line(lines: bytes, **changes: Any) -> bytes:
+    first, *rest = lines.splitlines()
+    return b"\n".join([json.dumps({**json.loads(first), **changes}).encode(), *rest]) + b"\n"
+
+
+BAD_ARCHIVES = {
+    "not gzip": lambda m, lines, whole: b"plain text",
+    "empty": lambda m, lines, whole: b"",
+    "truncated": lambda m, lines, whole: whole[: len(whole) // 2],
+    "last bytes cut (gzip trailer)": lambda m, lines, whole: whole[:-4],
+    "a flipped byte": lambda m, lines, whole: whole[:40] + bytes([whole[40] ^ 0xFF]) + whole[41:],
+    "lines changed, checksum not": lambda m, lines, whole: _archive(m, lines.replace(b"w", b"v")),
+    "unknown format version": lambda m, lines, whole: _archive({**m, "format_version": 9}, lines),
+    "another format": lambda m, lines, whole: _archive({**m, "format": "zip"}, lines),
+    "an extra member": lambda m, lines, whole: _archive(m, lines, extra={"../x": b"1"}),
+    "an invalid task": lambda m, lines, whole: _resigned(m, _bad_line(lines, status="nope")),
+    "a task with an unknown field": lambda m, lines, whole: _resigned(m, _bad_line(lines, x=1)),
+    "an invalid created_at": lambda m, lines, whole: _resigned(
+        m, _bad_line(lines, created_at="yesterday")
+    ),
+    "a line that is not JSON": lambda m, lines, whole: _resigned(m, lines + b"{oops\n"),
+    "a bad workspace name": lambda m, lines, whole: _resigned(
+        {**m, "workspace": {**m["workspace"], "name": ""}}, lines
+    ),
+    "a manifest missing its files": lambda m, lines, whole: _archive(
+        {k: v for k, v in m.items() if k != "files"}, lines
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_ARCHIVES))
+def test_a_bad_archive_imports_nothing(app: Flask, client: FlaskClient, bad: str) -> None:
+    manifest, lines = _valid_parts(client)
+    whole = _archive(manifest, lines)
+    assert client.post(IMPORT, data=whole, headers={**AUTH, **GZIP}).status_code == 201
+    before = all_rows(app)
+    response = client.post(
+        IMPORT, data=BAD_ARCHIVES[bad](manifest, lines, whole), headers={**AUTH, **GZIP}
+    )
+    assert response.status_code == 422, response.json
+    assert response.json["type"] in {
+        "/problems/workspace-archive-invalid",
+        "/problems/validation-error",
+    }
+    assert all_rows(app) == before
+
+
+def test_an_invalid_task_is_pointed_at(client: FlaskClient) -> None:
+    manifest, lines = _valid_parts(client)
+    archive = _resigned(manifest, _bad_line(lines, title="", tags=["ok", "NOT OK!"]))
+    response = client.post(IMPORT, data=archive, headers={**AUTH, **GZIP})
+    assert response.status_code == 422
+    pointers = {error["pointer"] for error in response.json["errors"]}
+    assert "#/tasks/0/title" in pointers
+
+
+def test_size_limits_compressed_and_decompressed(tmp_path: Path) -> None:
+    limit = 64 * 1024
+    app = make_app("testing", ADMIN_TOKEN=TOKEN, BACKUP_DIR=str(tmp_path))
+    app.config["WORKSPACE_IMPORT_MAX_BYTES"] = limit
+    client = app.test_client()
+    before = all_rows(app)
+    too_big = client.post(IMPORT, data=b"\0" * (limit + 1), headers={**AUTH, **GZIP})
+    assert too_big.status_code == 413
+    bomb = gzip.compress(b"\0" * (limit * 50))  # a few hundred bytes that expand 50 times over
+    assert len(bomb) < limit
+    response = client.post(IMPORT, data=bomb, headers={**AUTH, **GZIP})
+    assert response.status_code == 422
+    assert "decompressed" in response.json["detail"]
+    assert all_rows(app) == before
+    # The rest of the API keeps its own 1 MiB limit.
+    assert app.config["MAX_CONTENT_LENGTH"] == 1024 * 1024
+
+
+def test_import_of_the_wrong_media_type_is_a_415(client: FlaskClient) -> None:
+    response = client.post(IMPORT, data=b"{}", headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 415
+
+
+def test_if_the_directory_entry_fails_the_imported_tasks_are_removed(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = export(client, workspace_with_tasks(client)["id"])
+    before = all_rows(app)
+
+    def failing(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("control database lost")
+
+    monkeypatch.setattr(WorkspaceService, "create", failing)
+    response = client.post(IMPORT, data=archive, headers={**AUTH, **GZIP})
+    assert response.status_code == 500
+    assert all_rows(app) == before
