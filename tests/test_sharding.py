@@ -189,6 +189,16 @@ def test_a_move_copies_verifies_switches_and_empties_the_source(client: FlaskCli
     assert set(rows(shard_engines["shard-a"], workspace_id).values()) == {0}
     assert prints(shard_engines["shard-b"], workspace_id) == source_prints  # ids, hashes, all
     assert rows(shard_engines["shard-a"], other)["tasks"] == 2  # the neighbour stays
+    control, _ = engines(app)
+    with control.connect() as connection:  # the move is audited, with the directory change
+        moved = connection.execute(
+            select(AuditEventRow.action, AuditEventRow.actor, AuditEventRow.changes).where(
+                AuditEventRow.workspace_id == uuid.UUID(workspace_id),
+                AuditEventRow.action == "workspace.moved",
+            )
+        ).one()
+    assert moved.actor == "system"
+    assert moved.changes == {"shard": {"before": "shard-a", "after": "shard-b"}}
     # Progress: every step, with copy counts per batch.
     steps = [event.step for event in events]
     assert steps[:3] == ["start", "flip", "drain"]
@@ -207,6 +217,11 @@ def test_a_move_copies_verifies_switches_and_empties_the_source(client: FlaskCli
     assert client.get(f"{WORKSPACES}/{workspace_id}").json["shard"] == "shard-b"
     assert client.get(f"{tasks}/{before[0]['id']}").json == before[0]
     assert client.get(f"{tasks}?tag=t1").json["total"] == 2
+    # The audit trail came along: a task's history, and chains that still verify.
+    history = client.get(f"{tasks}/{before[0]['id']}/history").json["items"]
+    assert [event["action"] for event in history] == ["task.created"]
+    verification = client.get(f"{WORKSPACES}/{workspace_id}/audit/verify").json
+    assert verification["ok"] is True, verification
     # Writes work again, and land on the new shard.
     assert client.post(tasks, json={"title": "after"}).status_code == 201
     assert rows(shard_engines["shard-b"], workspace_id)["tasks"] == 8

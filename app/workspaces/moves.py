@@ -60,6 +60,7 @@ from sqlalchemy import Connection, Engine, Table, delete, exists, func, insert, 
 from sqlalchemy.orm import Session
 
 import app.tasks.models  # noqa: F401  (registers the shard tables in the metadata)
+from app.audit.service import record_event
 from app.core.errors import ApiProblem, ProblemType
 from app.db.base import Base
 from app.db.shards import ShardRegistry, shards
@@ -315,8 +316,10 @@ def _set_entry(
     *,
     expect: tuple[str, str],
     to: tuple[str, str],
+    audit: bool = False,
 ) -> bool:
-    """Compare-and-set the entry's (shard, state); False if it was not ``expect``."""
+    """Compare-and-set the entry's (shard, state); False if it was not ``expect``. ``audit``
+    records the change of shard in the audit log, in the same transaction."""
     with _write_transaction(control) as connection:
         result = connection.execute(
             update(_DIRECTORY)
@@ -327,7 +330,20 @@ def _set_entry(
             )
             .values(shard=to[0], state=to[1], version=_DIRECTORY.c.version + 1)
         )
-        return result.rowcount == 1
+        if result.rowcount != 1:
+            return False
+        if audit:
+            with Session(bind=connection) as session:  # joins the connection's transaction
+                session.connection()
+                record_event(
+                    session,
+                    action="workspace.moved",
+                    entity_type="workspace",
+                    entity_id=workspace_id,
+                    workspace_id=workspace_id,
+                    changes={"shard": {"before": expect[0], "after": to[0]}},
+                )
+        return True
 
 
 def _flip(
@@ -505,7 +521,11 @@ def move_workspace(
         )
         try:
             switched = _set_entry(
-                registry.control, workspace_id, expect=(source, _MOVING), to=(target, _MOVING)
+                registry.control,
+                workspace_id,
+                expect=(source, _MOVING),
+                to=(target, _MOVING),
+                audit=True,
             )
         except Exception:
             # The commit may have happened even so: the directory decides what to undo.
