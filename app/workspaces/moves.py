@@ -39,7 +39,10 @@ looked the workspace up would otherwise receive a write on the old shard.
 
 SQLite has one lock per file, so a request must not hold the control file while it waits for a
 shard's write lock (a move waiting to commit the flip would wait for it in turn): ``task_service``
-and workspace delete end their directory read before taking the shard lock.
+and workspace delete end their directory read before taking the shard lock. SQLite also means
+the copy holds the source file's read lock and the target file's write lock while it runs, so
+other workspaces' writes on those two files wait meanwhile (up to the busy timeout): fine at the
+embedded default's sizes; on PostgreSQL nothing else waits.
 """
 
 from __future__ import annotations
