@@ -7,16 +7,22 @@ the documented headers and validate against the documented schema (Problem for e
 from __future__ import annotations
 
 import copy
+import fcntl
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from jsonschema import Draft4Validator
+from sqlalchemy import update
 
+from app.db import db
 from app.extensions import health_checks
 from app.tasks.models import new_task_id
+from app.workspaces.models import DEFAULT_WORKSPACE_ID, WorkspaceRow, WorkspaceState
 from tests.conftest import make_app
 
 BIG = "x" * (1024 * 1024 + 1)
@@ -83,6 +89,24 @@ def failing_ready(c: Ctx) -> Any:
     return c.client.get("/health/ready")
 
 
+def while_moving(send: Scenario) -> Scenario:
+    """``send`` while the directory marks the context's workspace moving, as a shard move does."""
+
+    def scenario(c: Ctx) -> Any:
+        v1 = c.tasks.startswith("/api/v1/")
+        workspace_id = DEFAULT_WORKSPACE_ID if v1 else uuid.UUID(c.workspace.rsplit("/", 1)[1])
+        with c.app.app_context():
+            db.session.execute(
+                update(WorkspaceRow)
+                .where(WorkspaceRow.id == workspace_id)
+                .values(state=WorkspaceState.MOVING.value)
+            )
+            db.session.commit()
+        return send(c)
+
+    return scenario
+
+
 def unknown_parameter(url: Callable[[Ctx], str]) -> Scenario:
     return lambda c: c.client.get(url(c) + "?unknown=1")
 
@@ -132,9 +156,10 @@ def task_scenarios(version: str) -> dict[tuple[str, str], dict[int, Scenario]]:
             ),
             400: lambda c: c.client.get(f"{c.tasks}?per_page=0"),
         },
-        ("post", collection): body_errors(
-            "POST", lambda c: c.tasks, {"title": "new"}, ok_status=201
-        ),
+        ("post", collection): {
+            **body_errors("POST", lambda c: c.tasks, {"title": "new"}, ok_status=201),
+            503: while_moving(lambda c: c.client.post(c.tasks, json={"title": "new"})),
+        },
         ("get", item): {
             200: lambda c: c.client.get(c.url),
             304: lambda c: c.client.get(c.url, headers={"If-None-Match": c.etag}),
@@ -158,6 +183,9 @@ def task_scenarios(version: str) -> dict[tuple[str, str], dict[int, Scenario]]:
                     )
                     for headers in FAILING_PRECONDITIONS
                 ],
+                503: while_moving(
+                    lambda c, m=method: c.client.open(c.url, method=m.upper(), json={"title": "x"})
+                ),
             }
             for method in ("put", "patch")
         },
@@ -176,6 +204,7 @@ def task_scenarios(version: str) -> dict[tuple[str, str], dict[int, Scenario]]:
                 lambda c, h=headers: c.client.delete(c.url, headers=h(c))
                 for headers in FAILING_PRECONDITIONS
             ],
+            503: while_moving(lambda c: c.client.delete(c.url)),
         },
         ("post", f"{collection}/bulk"): {
             **body_errors(
@@ -195,6 +224,11 @@ def task_scenarios(version: str) -> dict[tuple[str, str], dict[int, Scenario]]:
                     },
                 ),
             ],
+            503: while_moving(
+                lambda c: c.client.post(
+                    f"{c.tasks}/bulk", json={"operations": [{"op": "delete", "id": c.task_id}]}
+                )
+            ),
         },
     }
 
@@ -223,12 +257,189 @@ WORKSPACE_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
         412: lambda c: c.client.patch(
             c.workspace, json={"name": "x"}, headers={"If-Match": '"stale"'}
         ),
+        503: while_moving(lambda c: c.client.patch(c.workspace, json={"name": "x"})),
     },
     ("delete", V2_WORKSPACE): {
         204: lambda c: c.client.delete(c.workspace, headers={"If-Match": c.workspace_etag}),
         400: lambda c: c.client.delete(c.workspace, headers={"If-Match": ""}),
         404: lambda c: c.client.delete(c.missing_workspace),
         412: lambda c: c.client.delete(c.workspace, headers={"If-Match": '"stale"'}),
+        503: while_moving(lambda c: c.client.delete(c.workspace)),
+    },
+}
+
+AUDIT = "/api/v2/workspaces/{workspace_id}/audit"
+AUDIT_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
+    ("get", AUDIT): {
+        # Two events (the workspace's and the task's creation): a next page, so Link.
+        200: lambda c: c.client.get(f"{c.workspace}/audit?limit=1"),
+        400: [
+            unknown_parameter(lambda c: f"{c.workspace}/audit"),
+            lambda c: c.client.get(f"{c.workspace}/audit?limit=0&cursor=x"),
+        ],
+        404: lambda c: c.client.get(f"{c.missing_workspace}/audit"),
+    },
+    ("get", f"{AUDIT}/verify"): {
+        200: lambda c: c.client.get(f"{c.workspace}/audit/verify"),
+        400: unknown_parameter(lambda c: f"{c.workspace}/audit/verify"),
+        404: lambda c: c.client.get(f"{c.missing_workspace}/audit/verify"),
+    },
+    ("get", "/api/v2/workspaces/{workspace_id}/tasks/{task_id}/history"): {
+        200: lambda c: (  # a second event: a next page, so Link
+            c.client.patch(c.url, json={"title": "changed"}),
+            c.client.get(f"{c.url}/history?limit=1"),
+        )[1],
+        400: unknown_parameter(lambda c: f"{c.url}/history"),
+        404: [
+            lambda c: c.client.get(f"{c.missing}/history"),
+            lambda c: c.client.get(f"{c.missing_workspace}/tasks/{c.task_id}/history"),
+        ],
+    },
+}
+
+ADMIN_TOKEN = "spec-admin-token-0123456789abcdef0123"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+BACKUPS = "/api/v2/admin/backups"
+BACKUP = f"{BACKUPS}/{{backup_id}}"
+EXPORT = "/api/v2/workspaces/{workspace_id}/export"
+IMPORT = "/api/v2/admin/workspaces/import"
+
+
+def read_and_close(response: Any) -> Any:
+    """A streamed file response: read it, then close it (the file behind it)."""
+    response.get_data()
+    response.close()
+    return response
+
+
+def new_backup(c: Ctx) -> str:
+    return c.client.post(BACKUPS, headers=ADMIN).json["id"]
+
+
+def admin_off(method: str, url: Callable[[Ctx], str]) -> Scenario:
+    """With no ADMIN_TOKEN configured the admin endpoints are not there."""
+
+    def scenario(c: Ctx) -> Any:
+        target = url(c)
+        c.app.config["ADMIN_TOKEN"] = None
+        return c.client.open(target, method=method.upper(), headers=ADMIN)
+
+    return scenario
+
+
+def admin_gate(method: str, url: Callable[[Ctx], str]) -> dict[int, Scenario]:
+    return {
+        400: lambda c: c.client.open(url(c) + "?unknown=1", method=method.upper(), headers=ADMIN),
+        401: lambda c: c.client.open(url(c), method=method.upper()),
+    }
+
+
+def while_backup_runs(send: Scenario) -> Scenario:
+    def scenario(c: Ctx) -> Any:
+        with (Path(c.app.config["BACKUP_DIR"]) / ".lock").open("a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            return send(c)
+
+    return scenario
+
+
+def on_a_busy_backup(method: str, suffix: str = "") -> Scenario:
+    def scenario(c: Ctx) -> Any:
+        url = f"{BACKUPS}/{new_backup(c)}{suffix}"
+        return while_backup_runs(
+            lambda c: c.client.open(url, method=method.upper(), headers=ADMIN)
+        )(c)
+
+    return scenario
+
+
+def damaged_backup(c: Ctx) -> str:
+    backup_id = new_backup(c)
+    archive = Path(c.app.config["BACKUP_DIR"]) / f"{backup_id}.tar"
+    archive.write_bytes(archive.read_bytes()[:-1000])
+    return backup_id
+
+
+def exported(c: Ctx) -> bytes:
+    return read_and_close(c.client.get(f"{c.workspace}/export", headers=ADMIN)).data
+
+
+def import_limited(c: Ctx) -> Any:
+    c.app.config["WORKSPACE_IMPORT_MAX_BYTES"] = 1000
+    return c.client.post(IMPORT, data=b"x" * 1001, headers={**ADMIN, **GZIP})
+
+
+GZIP = {"Content-Type": "application/gzip"}
+ADMIN_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
+    ("get", BACKUPS): {
+        200: lambda c: c.client.get(BACKUPS, headers=ADMIN),
+        **admin_gate("get", lambda c: BACKUPS),
+        404: admin_off("get", lambda c: BACKUPS),
+    },
+    ("post", BACKUPS): {
+        201: lambda c: c.client.post(BACKUPS, headers=ADMIN),
+        **admin_gate("post", lambda c: BACKUPS),
+        404: admin_off("post", lambda c: BACKUPS),
+        409: while_backup_runs(lambda c: c.client.post(BACKUPS, headers=ADMIN)),
+    },
+    ("get", BACKUP): {
+        200: lambda c: c.client.get(f"{BACKUPS}/{new_backup(c)}", headers=ADMIN),
+        **admin_gate("get", lambda c: f"{BACKUPS}/{new_task_id()}"),
+        404: [
+            lambda c: c.client.get(f"{BACKUPS}/{new_task_id()}", headers=ADMIN),
+            admin_off("get", lambda c: f"{BACKUPS}/{new_backup(c)}"),
+        ],
+    },
+    ("delete", BACKUP): {
+        204: lambda c: c.client.delete(f"{BACKUPS}/{new_backup(c)}", headers=ADMIN),
+        **admin_gate("delete", lambda c: f"{BACKUPS}/{new_backup(c)}"),
+        404: [
+            lambda c: c.client.delete(f"{BACKUPS}/{new_task_id()}", headers=ADMIN),
+            admin_off("delete", lambda c: f"{BACKUPS}/{new_backup(c)}"),
+        ],
+        409: on_a_busy_backup("delete"),
+    },
+    ("get", f"{BACKUP}/download"): {
+        200: lambda c: read_and_close(
+            c.client.get(f"{BACKUPS}/{new_backup(c)}/download", headers=ADMIN)
+        ),
+        **admin_gate("get", lambda c: f"{BACKUPS}/{new_task_id()}/download"),
+        404: [
+            lambda c: c.client.get(f"{BACKUPS}/{new_task_id()}/download", headers=ADMIN),
+            admin_off("get", lambda c: f"{BACKUPS}/{new_backup(c)}/download"),
+        ],
+    },
+    ("post", f"{BACKUP}/restore"): {
+        200: lambda c: c.client.post(f"{BACKUPS}/{new_backup(c)}/restore", headers=ADMIN),
+        **admin_gate("post", lambda c: f"{BACKUPS}/{new_backup(c)}/restore"),
+        404: [
+            lambda c: c.client.post(f"{BACKUPS}/{new_task_id()}/restore", headers=ADMIN),
+            admin_off("post", lambda c: f"{BACKUPS}/{new_backup(c)}/restore"),
+        ],
+        409: on_a_busy_backup("post", "/restore"),
+        422: lambda c: c.client.post(f"{BACKUPS}/{damaged_backup(c)}/restore", headers=ADMIN),
+    },
+    ("get", EXPORT): {
+        200: lambda c: read_and_close(c.client.get(f"{c.workspace}/export", headers=ADMIN)),
+        **admin_gate("get", lambda c: f"{c.workspace}/export"),
+        404: [
+            lambda c: c.client.get(f"{c.missing_workspace}/export", headers=ADMIN),
+            admin_off("get", lambda c: f"{c.workspace}/export"),
+        ],
+    },
+    ("post", IMPORT): {
+        201: lambda c: c.client.post(IMPORT, data=exported(c), headers={**ADMIN, **GZIP}),
+        400: [
+            lambda c: c.client.post(IMPORT + "?unknown=1", data=b"", headers={**ADMIN, **GZIP}),
+            lambda c: c.client.post(
+                IMPORT, data={"x": "1"}, headers=ADMIN, content_type="multipart/form-data"
+            ),
+        ],
+        401: lambda c: c.client.post(IMPORT, data=b"", headers=GZIP),
+        404: admin_off("post", lambda c: IMPORT),
+        413: import_limited,
+        415: lambda c: c.client.post(IMPORT, json={}, headers=ADMIN),
+        422: lambda c: c.client.post(IMPORT, data=b"not gzip", headers={**ADMIN, **GZIP}),
     },
 }
 
@@ -237,6 +448,8 @@ SCENARIOS = {
     **task_scenarios("1"),
     **task_scenarios("2"),
     **WORKSPACE_SCENARIOS,
+    **AUDIT_SCENARIOS,
+    **ADMIN_SCENARIOS,
 }
 
 
@@ -288,10 +501,16 @@ CASES = [
     ("operation", "status", "variant"), CASES, ids=[f"{m} {p} {s}.{i}" for (m, p), s, i in CASES]
 )
 def test_each_documented_response_really_happens_as_documented(
-    spec: dict[str, Any], env: str, operation: tuple[str, str], status: int, variant: int
+    spec: dict[str, Any],
+    env: str,
+    operation: tuple[str, str],
+    status: int,
+    variant: int,
+    tmp_path: Path,
 ) -> None:
     version = "1" if operation[1].startswith("/api/v1/") else "2"
-    ctx = Ctx(make_app(env, MAX_CONTENT_LENGTH=1024 * 1024), version)
+    admin = {"ADMIN_TOKEN": ADMIN_TOKEN, "BACKUP_DIR": str(tmp_path)}
+    ctx = Ctx(make_app(env, MAX_CONTENT_LENGTH=1024 * 1024, **admin), version)
     scenarios = SCENARIOS[operation][status]
     scenario = scenarios[variant] if isinstance(scenarios, list) else scenarios
     response = scenario(ctx)
@@ -313,5 +532,7 @@ def test_each_documented_response_really_happens_as_documented(
         assert response.content_type == "application/problem+json"
         undocumented = set(response.json) - set(spec["definitions"]["Problem"]["properties"])
         assert not undocumented, f"problem members missing from the Problem model: {undocumented}"
+    elif produces := spec["paths"][path][method].get("produces"):  # a file, not JSON
+        assert response.mimetype in produces
     else:
         assert response.content_type == "application/json"

@@ -14,6 +14,9 @@ from flask_restx import Api
 from app.api import health, problems
 from app.api.models import SHARED_MODELS
 from app.api.versioning import SUPPORTED_VERSIONS, VERSION_REQUEST_HEADER, VERSION_RESPONSE_HEADER
+from app.audit import routes as audit
+from app.backups import routes as backups
+from app.core.admin import AUTHORIZATIONS
 from app.hello import routes as hello
 from app.tasks import routes as tasks
 from app.version import __version__
@@ -32,6 +35,8 @@ The course's Task Management API.
 * **Request ids**: send `X-Request-ID` (1-128 of `A-Z a-z 0-9 . _ -`) or get a generated one back.
 * **Errors** are `application/problem+json` (RFC 9457) with `request_id`;
   `GET /problems` lists the types.
+* **Any operation** that reads or writes data can answer **503** `database-unavailable` with
+  `Retry-After` when a database is down or out of connections; retry after that many seconds.
 """
 
 
@@ -83,12 +88,15 @@ def create_api(app: Flask) -> Api:
         description=DESCRIPTION,
         doc=SWAGGER_UI_PATH,
         ordered=True,
+        authorizations=AUTHORIZATIONS,  # "Authorize" in Swagger UI sends the admin token
     )
     for model in SHARED_MODELS:
         api.models[model.name] = model
     api.add_namespace(workspaces.ns, path=f"{API_V2}/workspaces")
     api.add_namespace(tasks.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/tasks")
+    api.add_namespace(audit.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>")
     api.add_namespace(hello.ns, path=f"{API_V2}/hello")
+    api.add_namespace(backups.ns, path=API_V2)  # /admin/..., /workspaces/{id}/export
     api.add_namespace(tasks.ns_v1, path=f"{API_V1}/tasks")
     api.add_namespace(hello.ns_v1, path=f"{API_V1}/hello")
     api.add_namespace(health.ns, path="/health")

@@ -7,12 +7,14 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from app.audit.tasks import AuditedTaskRepository
 from app.db.shards import note_write, shard_session
 from app.tasks.models import Priority, Status, new_task_id
-from app.tasks.repository import SqlAlchemyTaskRepository, TaskQuery
+from app.tasks.repository import TaskQuery
 from app.tasks.service import TaskService
 from app.workspaces import workspace_service
 from app.workspaces.models import DEFAULT_WORKSPACE_ID
+from app.workspaces.moves import guard_write
 
 DEMO_TASKS = [
     {"title": "Read chapter 2", "status": "in_progress", "priority": "high", "tags": ["course"]},
@@ -30,14 +32,21 @@ DEMO_TASKS = [
 
 def task_service(workspace_id: uuid.UUID = DEFAULT_WORKSPACE_ID) -> TaskService:
     """The service on ``workspace_id``'s tasks; 404 problem if there is no such workspace."""
-    workspace = workspace_service().get(workspace_id)
-    repository = SqlAlchemyTaskRepository(
+    directory = workspace_service()
+    workspace = directory.get(workspace_id)
+    # Looked up: hold no lock on the control database while working on the shard.
+    directory.session.rollback()
+    repository = AuditedTaskRepository(
         shard_session(workspace.shard),
         workspace.id,
         read_session=shard_session(workspace.shard, read=True),
         on_commit=lambda: note_write(workspace.shard),
     )
-    return TaskService(repository)
+
+    def guard() -> None:  # inside each write's transaction: 503 while the workspace moves
+        guard_write(repository.session, directory.session, workspace.id, workspace.shard)
+
+    return TaskService(repository, write_guard=guard)
 
 
 def seed_tasks(service: TaskService, count: int) -> None:

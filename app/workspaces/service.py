@@ -17,10 +17,12 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from app.audit.service import lock_chain, record_event
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.db.shards import ShardRegistry
 from app.tasks.models import TaskRow, TaskTagRow, new_task_id, utc_now
 from app.workspaces.models import Workspace, WorkspaceRow, WorkspaceState
+from app.workspaces.moves import WorkspaceMoving, guard_write
 from app.workspaces.schemas import workspace_name
 
 LOGICAL_SHARDS = 64
@@ -129,8 +131,10 @@ class WorkspaceService:
             updated_at=now,
             version=1,
         )
-        with self.session.begin():
+        with self._write():
             self.session.add(row)
+            self.session.flush()
+            _audit(self.session, "workspace.created", None, row.to_domain())
         return row.to_domain()
 
     def rename(
@@ -140,9 +144,11 @@ class WorkspaceService:
         with self._write():
             row = self._locked(workspace_id, precondition)
             if row.name != name:
+                before = row.to_domain()
                 row.name = name
                 row.updated_at = self._clock()
                 row.version += 1
+                _audit(self.session, "workspace.renamed", before, row.to_domain())
         return row.to_domain()
 
     def delete(self, workspace_id: uuid.UUID, *, precondition: Precondition | None = None) -> None:
@@ -156,14 +162,30 @@ class WorkspaceService:
         if precondition is not None and (failure := precondition(workspace)) is not None:
             raise WorkspacePreconditionFailed(failure)
         shard = self.shard_session(workspace.shard)
+        self.session.rollback()  # hold no control-database lock while waiting for the shard's
         with shard.begin():
+            shard.connection(execution_options={"write_transaction": True})
+            # The audit chain's lock first, as every task write takes it: one lock order.
+            lock_chain(shard, workspace_id)
+            guard_write(shard, self.session, workspace_id, workspace.shard)  # 503 while moving
             shard.execute(delete(TaskTagRow).where(TaskTagRow.workspace_id == workspace_id))
-            shard.execute(delete(TaskRow).where(TaskRow.workspace_id == workspace_id))
+            removed = shard.execute(delete(TaskRow).where(TaskRow.workspace_id == workspace_id))
+            if removed.rowcount:  # the shard's own event: its chain records what left it
+                record_event(
+                    shard,
+                    action="workspace.tasks_deleted",
+                    entity_type="workspace",
+                    entity_id=workspace_id,
+                    workspace_id=workspace_id,
+                    changes={"task_count": {"before": removed.rowcount, "after": 0}},
+                )
         with self._write():
             row = self._locked(workspace_id, precondition)
+            _audit(self.session, "workspace.deleted", row.to_domain(), None)
             self.session.delete(row)
 
     def _write(self) -> Any:
+        """A write transaction on the directory (BEGIN IMMEDIATE on SQLite)."""
         if self.session.in_transaction():
             self.session.rollback()
         transaction = self.session.begin()
@@ -176,6 +198,36 @@ class WorkspaceService:
         ).one_or_none()
         if row is None:
             raise WorkspaceNotFound()
+        if row.state != WorkspaceState.ACTIVE.value:
+            raise WorkspaceMoving()
         if precondition is not None and (failure := precondition(row.to_domain())) is not None:
             raise WorkspacePreconditionFailed(failure)
         return row
+
+
+def _audit(
+    session: Session, action: str, before: Workspace | None, after: Workspace | None
+) -> None:
+    """The directory change's audit event, in the control database, in the change's transaction."""
+    workspace = after or before
+    assert workspace is not None
+    record_event(
+        session,
+        action=action,
+        entity_type="workspace",
+        entity_id=workspace.id,
+        workspace_id=workspace.id,
+        before=None if before is None else _snapshot(before),
+        after=None if after is None else _snapshot(after),
+    )
+
+
+def _snapshot(workspace: Workspace) -> dict[str, Any]:
+    return {
+        "id": workspace.id,
+        "name": workspace.name,
+        "shard": workspace.shard,
+        "state": workspace.state,
+        "created_at": workspace.created_at,
+        "updated_at": workspace.updated_at,
+    }
