@@ -100,13 +100,15 @@ def test_getting_one_task_costs_the_same_with_or_without_tags(
 
 # --- PostgreSQL plans --------------------------------------------------------------------------
 
-# Per list request (scripts/explain-list prints the same ones): the index the page's query must
-# use. The tag filter's EXISTS must also use the tag index.
-EXPECTED_PAGE_INDEX = {
-    "default sort (newest first), page 1 of 20": "ix_tasks_workspace_id_created_at_id",
-    "status filter": "ix_tasks_workspace_id_status_created_at",
-    "tag filter": "ix_task_tags_workspace_id_tag_task_id",
-    "status and tag filters, sorted by due date": "ix_task_tags_workspace_id_tag_task_id",
+# Per list request (scripts/explain-list prints the same ones): indexes the page's query must
+# use, each one of a few the planner may rightly choose. A tag filter probes the tags either by
+# tag (ix_task_tags_...) or, walking tasks newest first, by task (pk_task_tags): both are indexes.
+_TAG_INDEXES = ("ix_task_tags_workspace_id_tag_task_id", "pk_task_tags")
+EXPECTED_PAGE_INDEXES: dict[str, list[tuple[str, ...]]] = {
+    "default sort (newest first), page 1 of 20": [("ix_tasks_workspace_id_created_at_id",)],
+    "status filter": [("ix_tasks_workspace_id_status_created_at",)],
+    "tag filter": [_TAG_INDEXES],
+    "status and tag filters, sorted by due date": [_TAG_INDEXES],
 }
 
 
@@ -126,12 +128,13 @@ def test_postgresql_plans_use_the_composite_indexes() -> None:
     analyze(engine)
 
     plans = dict(list_plans(app, engine, workspace))
-    assert set(plans) == set(EXPECTED_PAGE_INDEX)
+    assert set(plans) == set(EXPECTED_PAGE_INDEXES)
     for label, statements in plans.items():
         page = [plan for statement, plan in statements if "LIMIT" in statement]
         assert len(page) == 1, label
         assert "Seq Scan" not in page[0], f"{label}:\n{page[0]}"
-        assert EXPECTED_PAGE_INDEX[label] in page[0], f"{label}:\n{page[0]}"
+        for choices in EXPECTED_PAGE_INDEXES[label]:
+            assert any(index in page[0] for index in choices), f"{label}:\n{page[0]}"
         tags = [
             plan
             for statement, plan in statements
