@@ -1,7 +1,9 @@
 """JSON responses with strong ETags, conditional GETs (304) and If-Match preconditions.
 
-The ETag is a hash of the exact response bytes, so it changes exactly when the representation
-does. The same bytes are produced for the same data on every worker, so ETags agree across them.
+By default the ETag is a hash of the exact response bytes, so it changes exactly when the
+representation does. The same bytes are produced for the same data on every worker, so ETags agree
+across them. A resource whose stored version changes with every write may pass its own ETag
+(derived from that version) instead: then a 304 needs the version, not the body.
 """
 
 from __future__ import annotations
@@ -41,16 +43,17 @@ def json_response(
     encoded: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     cache_control: str = READ_CACHE_CONTROL,
-    etag: bool = True,
+    etag: bool | str = True,
 ) -> Response:
     """JSON with a strong ETag; on GET/HEAD a matching If-None-Match turns it into a 304.
 
     Pass ``encoded`` instead of ``payload`` when the bytes are already built (and cached).
+    ``etag``: True hashes the body, a string is the ETag to send (unquoted), False sends none.
     """
     body = encoded if encoded is not None else dump_json(payload)
     response = Response(body, status=status, mimetype=JSON_MEDIA_TYPE)
     if etag:
-        response.set_etag(etag_of(body))
+        response.set_etag(etag if isinstance(etag, str) else etag_of(body))
     response.headers["Cache-Control"] = cache_control
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -60,6 +63,21 @@ def json_response(
         # make_conditional adds Date, which the HTTP server sends anyway: the dev server would
         # send it twice. Date is the server's header (RFC 9110 6.6.1).
         del response.headers["Date"]
+    return response
+
+
+def still_fresh(etag: str) -> bool:
+    """Whether this GET/HEAD's If-None-Match matches ``etag`` (weak comparison, RFC 9110 13.1.2),
+    so a 304 may be sent without building the body."""
+    return request.method in {"GET", "HEAD"} and request.if_none_match.contains_weak(etag)
+
+
+def not_modified(etag: str, cache_control: str = READ_CACHE_CONTROL) -> Response:
+    """The 304 json_response would give for a matching If-None-Match, without the body."""
+    response = Response(status=304)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = cache_control
+    del response.headers["Content-Type"]
     return response
 
 

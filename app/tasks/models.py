@@ -121,6 +121,9 @@ class Task:
     priority: Priority = Priority.MEDIUM
     due_date: datetime | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # Bumped by every write (the service sets it, the repository stores it): optimistic locking,
+    # and with updated_at what the ETag derives from, so a 304 needs no body.
+    version: int = 1
 
 
 # --- Tables ------------------------------------------------------------------------------------

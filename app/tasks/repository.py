@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -38,6 +38,11 @@ class TaskQuery:
     sort: tuple[tuple[str, bool], ...] = DEFAULT_SORT
     page: int = 1
     per_page: int = 20
+
+
+class TaskStamp(NamedTuple):
+    version: int
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,12 @@ class TaskRepository(ABC):
     @abstractmethod
     def find(self, query: TaskQuery) -> Page:
         """The requested page of tasks matching the query, and the total count."""
+
+    def stamp(self, task_id: uuid.UUID) -> TaskStamp | None:
+        """The task's (version, updated_at), which its ETag derives from. Storage that can read
+        them without the whole task (SQL: one indexed row, no tags) should override this."""
+        task = self.get(task_id)
+        return None if task is None else TaskStamp(task.version, task.updated_at)
 
     @abstractmethod
     def atomic(self) -> AbstractContextManager[None]:
@@ -235,6 +246,7 @@ def _to_task(row: TaskRow) -> Task:
         priority=Priority(row.priority),
         due_date=row.due_date,
         tags=tuple(tag.tag for tag in row.tags),
+        version=row.version,
     )
 
 
@@ -306,9 +318,19 @@ class SqlAlchemyTaskRepository(TaskRepository):
         row = self._row(task_id)
         return None if row is None else _to_task(row)
 
+    def stamp(self, task_id: uuid.UUID) -> TaskStamp | None:
+        """Two columns of one row by primary key: what a conditional GET needs (no tags)."""
+        session = self.session if self._depth else self.read_session
+        found = session.execute(
+            select(TaskRow.version, TaskRow.updated_at).where(
+                TaskRow.id == task_id, TaskRow.workspace_id == self.workspace_id
+            )
+        ).one_or_none()
+        return None if found is None else TaskStamp(found.version, found.updated_at)
+
     def add(self, task: Task) -> None:
         with self.atomic():
-            row = TaskRow(id=task.id, workspace_id=self.workspace_id, version=1, tags=[])
+            row = TaskRow(id=task.id, workspace_id=self.workspace_id, version=task.version, tags=[])
             self._copy(task, row)
             self.session.add(row)
             self.session.flush()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.core.merge_patch import merge_patch
 from app.tasks.models import Status, Task, can_transition, new_task_id, utc_now
-from app.tasks.repository import Page, TaskQuery, TaskRepository
+from app.tasks.repository import Page, TaskQuery, TaskRepository, TaskStamp
 from app.tasks.schemas import check_patch, task_document, task_fields
 
 # Called with the current task: None lets the write go ahead, a string says why not (412).
@@ -109,6 +109,13 @@ class TaskService:
         if task is None:
             raise TaskNotFound()
         return task
+
+    def stamp(self, task_id: uuid.UUID) -> TaskStamp:
+        """What the task's ETag derives from, without reading the task: a cheap 304."""
+        stamp = self.repository.stamp(task_id)
+        if stamp is None:
+            raise TaskNotFound()
+        return stamp
 
     def list(self, query: TaskQuery) -> Page:
         page = self.repository.find(query)
@@ -223,7 +230,8 @@ class TaskService:
         updated = replace(current, **values)
         if updated == current:
             return current  # nothing changed: keep updated_at (and the ETag) as they are
-        updated = replace(updated, updated_at=self._clock())
+        # The new version is the one the repository stores: the returned task's ETag is current.
+        updated = replace(updated, updated_at=self._clock(), version=current.version + 1)
         self.repository.replace(updated)
         return updated
 
