@@ -245,3 +245,16 @@ def test_verify_proves_each_exercise_honest_and_reports_a_vacuous_one(
     assert "2 of 4 exercises honest" in result.stdout
     assert len(repo.worktrees()) == 1
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_verify_at_a_commit_stands_in_for_a_checkpoint_not_made_yet(repo: Repo) -> None:
+    # ch-02's exercise is written before ch-02's checkpoint commit: HEAD stands in for it.
+    repo.exercise(
+        "ch-02/add-again", 'title = "Again"\ntests = ["tests/test_calc.py::test_add"]\n', STUBBED
+    )
+    assert repo.run("verify", "ch-02").returncode == 2  # no such checkpoint in the history
+    result = repo.run("verify", "ch-02", "--at", "HEAD")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 of 1 exercises honest" in result.stdout
+    assert repo.run("verify", "--at", "HEAD").returncode == 2  # which checkpoint, then?
+    assert repo.run("verify", "ch-02", "--at", "nope").returncode == 2
