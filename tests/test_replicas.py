@@ -8,16 +8,20 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask_migrate import upgrade
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from app import create_app
 from app.config import ConfigError
-from app.db.shards import shard_session
+from app.db.replicas import Replica, ReplicaUnusable
+from app.db.shards import note_write, shard_session
 from app.tasks import task_service
 from tests.conftest import make_app
 from tests.pg_replica import Pair, pair_fixture, psql, wait_for_replay
@@ -61,6 +65,100 @@ def test_a_down_replica_is_skipped_and_reported_but_not_fatal() -> None:
     assert ready.status_code == 200
     assert ready.json["checks"]["replica:shard-a"]["status"] == "fail"
     assert ready.json["checks"]["replica:shard-a"]["critical"] is False
+
+
+# --- the rules, on a fake clock and engine (no PostgreSQL) ----------------------------------------
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _FakeEngine:
+    """Answers the lag query with ``lag`` (None: not in recovery), or raises ``error``."""
+
+    def __init__(self, lag: float | None = 0.0, error: Exception | None = None) -> None:
+        self.lag, self.error, self.connects = lag, error, 0
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        self.connects += 1
+        if self.error is not None:
+            raise self.error
+        yield SimpleNamespace(execute=lambda _query: SimpleNamespace(scalar=lambda: self.lag))
+
+
+def test_a_replica_within_the_lag_limit_is_usable_and_reports_its_lag() -> None:
+    replica = Replica("shard-a", _FakeEngine(lag=0.5), 1.0, clock=_FakeClock())
+    assert replica.check_usable() == 0.5
+    assert replica.usable() is True
+
+
+@pytest.mark.parametrize(
+    ("engine", "reason"),
+    [
+        (_FakeEngine(lag=2.5), r"lagging 2\.5 s \(limit 1 s\)"),
+        (_FakeEngine(lag=None), "not a replica"),
+        (_FakeEngine(error=OperationalError("SELECT 1", {}, Exception("refused"))), "Operational"),
+    ],
+    ids=["lagging", "a primary", "down"],
+)
+def test_an_unusable_replica_says_why(engine: _FakeEngine, reason: str) -> None:
+    replica = Replica("shard-a", engine, 1.0, clock=_FakeClock())
+    with pytest.raises(ReplicaUnusable, match=reason):
+        replica.check_usable()
+    assert replica.usable() is False
+
+
+def test_the_replica_is_measured_at_most_once_per_interval() -> None:
+    clock, engine = _FakeClock(), _FakeEngine(error=OperationalError("SELECT 1", {}, None))
+    replica = Replica("shard-a", engine, 1.0, clock=clock)
+    assert [replica.usable() for _ in range(5)] == [False] * 5
+    assert engine.connects == 1  # a down replica is not retried on every read
+    engine.error = None
+    clock.now += 0.5
+    assert replica.usable() is False
+    assert engine.connects == 1
+    clock.now += 0.6
+    assert replica.usable() is True  # tried again: back in service
+    assert replica.usable() is True
+    assert engine.connects == 2
+
+
+class _StubReplica:
+    def __init__(self, usable: bool) -> None:
+        self.engine = create_engine("sqlite://")
+        self._usable = usable
+
+    def usable(self) -> bool:
+        return self._usable
+
+
+def test_reads_go_to_a_usable_replica_until_the_request_writes() -> None:
+    app = make_app("testing")
+    registry = app.extensions["shards"]
+    replica = registry.replicas["shard-a"] = _StubReplica(usable=True)
+    primary = registry.engine("shard-a")
+    with app.test_request_context():
+        assert shard_session("shard-a", read=True).get_bind() is replica.engine
+        assert shard_session("shard-a").get_bind() is primary  # writes: always the primary
+        assert shard_session("shard-b", read=True).get_bind() is registry.engine("shard-b")
+        note_write("shard-a")
+        assert shard_session("shard-a", read=True).get_bind() is primary  # read-your-writes
+    with app.test_request_context():  # a new request starts afresh
+        assert shard_session("shard-a", read=True).get_bind() is replica.engine
+
+
+def test_reads_skip_an_unusable_replica() -> None:
+    app = make_app("testing")
+    registry = app.extensions["shards"]
+    registry.replicas["shard-a"] = _StubReplica(usable=False)
+    with app.test_request_context():
+        assert shard_session("shard-a", read=True).get_bind() is registry.engine("shard-a")
 
 
 # --- on a real primary and replica ----------------------------------------------------------------
