@@ -36,7 +36,7 @@ def test_parallel_patches_with_the_same_if_match_have_exactly_one_winner(app: Fl
 
 
 def test_readers_never_see_a_partial_bulk(app: Flask) -> None:
-    batch, rounds = 25, 20
+    batch, rounds = 25, 8
     stop = threading.Event()
     totals: list[int] = []
 
@@ -81,7 +81,7 @@ def test_a_failing_bulk_under_concurrency_leaves_no_trace(app: Flask) -> None:
     thread = threading.Thread(target=read)
     thread.start()
     try:
-        for _ in range(20):
+        for _ in range(8):
             operations = [{"op": "create", "task": {"title": f"t{i}"}} for i in range(30)]
             operations.append({"op": "create", "task": {"title": ""}})  # fails: nothing applies
             assert client.post(f"{TASKS}/bulk", json={"operations": operations}).status_code == 422
