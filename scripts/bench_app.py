@@ -199,9 +199,21 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> http.cli
     return response
 
 
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_until_up(self) -> int:
+        _wait_until_up(self.process, self.port, self.log)
+        return self.port
+
+
 @contextmanager
-def gunicorn(factory: str, workers: int, env: dict[str, str], log: Path) -> Iterator[int]:
-    """Serve ``bench_app:<factory>()`` on a free port; its stderr (the app log) goes to ``log``."""
+def gunicorn(factory: str, workers: int, env: dict[str, str], log: Path) -> Iterator[Server]:
+    """Start serving ``bench_app:<factory>()`` on a free port (``wait_until_up()`` waits for it);
+    its stderr (the app log) goes to ``log``. Stopped on the way out."""
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("gunicorn")),
@@ -214,10 +226,9 @@ def gunicorn(factory: str, workers: int, env: dict[str, str], log: Path) -> Iter
     with open(log, "ab") as sink:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        _wait_until_up(server, port, log)
-        yield port
+        yield Server(port, server, log)
     finally:
-        server.terminate()  # the master stops its workers
+        server.send_signal(signal.SIGQUIT)  # quick shutdown: the master stops its workers now
         try:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -403,7 +414,7 @@ def production_env(databases: Databases) -> dict[str, str]:
     return env
 
 
-def machine_summary(generator: str, engine: str) -> str:
+def machine_summary(generator: str, engine: str, load_before: float | None) -> str:
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -414,9 +425,11 @@ def machine_summary(generator: str, engine: str) -> str:
         model = platform.processor() or model
     from gunicorn import __version__ as gunicorn_version
 
+    load = f"{load_before:.2f}" if load_before is not None else "unknown"
     return (
         f"machine: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-        f"gunicorn {gunicorn_version}, {engine}, load generator: {generator}"
+        f"gunicorn {gunicorn_version}, {engine}, load generator: {generator}; "
+        f"load average before the run: {load}"
     )
 
 
@@ -464,6 +477,12 @@ def main(argv: list[str] | None = None) -> None:
         load = run_python_load
         print(f"note: {why}: using the pure-Python load generator", file=sys.stderr)
 
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load_before is not None and load_before > 0.5:
+        print(
+            f"note: load average {load_before:.2f}: other work competes for the CPUs",
+            file=sys.stderr,
+        )
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="taskapi-bench-"))
     app_log = workdir / "app.log"
@@ -473,10 +492,10 @@ def main(argv: list[str] | None = None) -> None:
             shard = prepare(databases, args.tasks)
             env = production_env(databases)
             with (
-                gunicorn("api_app", args.workers, env, app_log) as api_port,
-                gunicorn("bare_app", args.workers, env, workdir / "bare.log") as bare_port,
-            ):
-                rows = measure(api_port, bare_port, args, load)
+                gunicorn("api_app", args.workers, env, app_log) as api,
+                gunicorn("bare_app", args.workers, env, workdir / "bare.log") as bare,
+            ):  # both start at once; then wait for each
+                rows = measure(api.wait_until_up(), bare.wait_until_up(), args, load)
         log_lines = app_log.read_text(errors="replace").splitlines()
         access_lines = sum('"logger": "app.access"' in line for line in log_lines)
         if args.keep_log:
@@ -497,7 +516,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.tasks} tasks in the workspace (on {shard}); "
         f"app log: {access_lines} JSON access lines ({log_fate})"
     )
-    print(machine_summary(generator, databases.engine))
+    print(machine_summary(generator, databases.engine, load_before))
     failed = [row for row in rows if row[1].bad_status or row[1].socket_errors]
     if failed:
         print("error: some responses were neither 2xx nor 3xx, or sockets failed", file=sys.stderr)
@@ -528,7 +547,7 @@ def measure(api_port: int, bare_port: int, args: argparse.Namespace, load: Any) 
     # Warm up every worker (a new connection each time, so the kernel spreads them, and each
     # worker's pool opens its connections), and check that each answers as expected.
     for label, port, path, headers, expected, _target in targets:
-        for _ in range(min(50, 5 * args.tasks) * args.workers):
+        for _ in range(20 * args.workers):
             status = get(port, path, headers).status
             if status != expected:
                 raise SystemExit(f"{label}: expected {expected}, got {status}")
