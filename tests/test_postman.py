@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import secrets
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +25,7 @@ from app.api.postman import (
     Expect,
     Guard,
     Save,
+    Step,
     Var,
     app_spec,
     collection_plan,
@@ -29,6 +33,7 @@ from app.api.postman import (
     postman_guard_script,
     postman_test_script,
 )
+from app.backups.schemas import EXAMPLE_BACKUP_ID
 from app.tasks.schemas import EXAMPLE_TASK_ID
 from app.workspaces.models import DEFAULT_WORKSPACE_ID
 from tests.conftest import make_app
@@ -117,9 +122,34 @@ _COLLECTION_SHAPE: dict[str, Any] = {
                             },
                         },
                         "body": {
-                            "type": "object",
-                            "required": ["mode", "raw"],
-                            "properties": {"mode": {"const": "raw"}, "raw": {"type": "string"}},
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["mode", "raw"],
+                                    "properties": {
+                                        "mode": {"const": "raw"},
+                                        "raw": {"type": "string"},
+                                    },
+                                },
+                                {
+                                    "type": "object",
+                                    "required": ["mode", "formdata"],
+                                    "properties": {
+                                        "mode": {"const": "formdata"},
+                                        "formdata": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["key", "type"],
+                                                "properties": {
+                                                    "type": {"enum": ["text", "file"]},
+                                                    "src": {"type": ["string", "array", "null"]},
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                            ]
                         },
                     },
                 },
@@ -199,6 +229,10 @@ def operation_of(spec: dict[str, Any], request: dict[str, Any]) -> dict[str, Any
     return spec["paths"][swagger_path(request)][request["method"].lower()]
 
 
+def secured(item: dict[str, Any]) -> bool:
+    return any(h["key"] == "Authorization" for h in item["request"]["header"])
+
+
 def test_app_spec_is_what_swagger_json_serves(client: FlaskClient, spec: dict[str, Any]) -> None:
     assert client.get("/swagger.json").json == spec
 
@@ -208,15 +242,22 @@ def test_collection_is_postman_v2_1(collection: dict[str, Any]) -> None:
     assert collection["info"]["schema"] == POSTMAN_SCHEMA
     assert collection["info"]["name"] == "Task Management API"
     assert collection["info"]["description"]
-    assert collection["variable"] == [
+    variables = [
+        {k: v for k, v in var.items() if k != "description"} for var in collection["variable"]
+    ]
+    assert variables == [
         {"key": "baseUrl", "value": "http://127.0.0.1:5000", "type": "string"},
+        {"key": "admin_token", "value": "", "type": "string"},
+        {"key": "allow_restore", "value": "", "type": "string"},
         {"key": "v1_task_id", "value": EXAMPLE_TASK_ID, "type": "string"},
+        {"key": "backup_id", "value": EXAMPLE_BACKUP_ID, "type": "string"},
         {"key": "workspace_id", "value": DEFAULT_WORKSPACE, "type": "string"},
         {"key": "task_id", "value": EXAMPLE_TASK_ID, "type": "string"},
         {"key": "workflow_workspace_id", "value": "", "type": "string"},
         {"key": "workflow_task_id", "value": "", "type": "string"},
         {"key": "workflow_task_etag", "value": "", "type": "string"},
         {"key": "workflow_task_etag_patched", "value": "", "type": "string"},
+        {"key": "workflow_backup_id", "value": "", "type": "string"},
     ]
 
 
@@ -350,14 +391,15 @@ def test_deletes_never_target_what_the_run_did_not_create(collection: dict[str, 
     deletes = [
         i for f in collection["item"] for i in f["item"] if i["request"]["method"] == "DELETE"
     ]
-    assert len(deletes) == 6  # 3 in the tag folders, the tasks folder's teardown, 2 in Workflow
+    assert {i["name"] for i in deletes} >= {"delete_workspace", "delete_task", "v1_delete_task"}
     for item in deletes:
         assert "pm.execution.skipRequest();" in script_of(item, "prerequest"), item["name"]
     guard = script_of(items_by_name(collection)["delete_workspace"], "prerequest")
-    assert 'var target = pm.variables.get("workspace_id") || "";' in guard
-    assert f'if (target === "" || target === "{DEFAULT_WORKSPACE}") {{' in guard
+    refused = f'["", "{DEFAULT_WORKSPACE}"].includes((pm.variables.get("workspace_id") || ""))'
+    assert f"if (!skip && {refused}) {{" in guard
     for item in items_of(collection):
-        if item["request"]["method"] != "DELETE":
+        secured = any(h["key"] == "Authorization" for h in item["request"]["header"])
+        if item["request"]["method"] != "DELETE" and not secured:
             assert script_of(item, "prerequest") == "", item["name"]
 
     client = make_app("development", LOG_LEVEL="WARNING").test_client()
@@ -366,9 +408,14 @@ def test_deletes_never_target_what_the_run_did_not_create(collection: dict[str, 
         s.name: s for f in collection_plan(app_spec(client.application)).folders for s in f.steps
     }
     for name in ("delete_workspace", "delete_task", "v1_delete_task"):
-        assert skipped(plan[name].guard, variables), name
+        assert skipped(plan[name], variables), name
     assert client.get(f"/api/v2/workspaces/{DEFAULT_WORKSPACE}").status_code == 200
-    assert not skipped(plan["delete_workspace"].guard, {**variables, "workspace_id": "x"})
+    assert not skipped(plan["delete_workspace"], {**variables, "workspace_id": "x"})
+    # A secured DELETE needs both: the token, and an id this run created.
+    token = {**variables, "admin_token": "t"}
+    assert skipped(plan["delete_backup"], {**variables, "backup_id": "x"})
+    assert skipped(plan["delete_backup"], token)
+    assert not skipped(plan["delete_backup"], {**token, "backup_id": "x"})
 
 
 def test_every_request_has_a_test_script_asserting_its_status(
@@ -401,23 +448,31 @@ def test_the_workflow_chains_collection_variables(collection: dict[str, Any]) ->
     stale patch 412, delete, 404; delete the workspace, 404. Every {{variable}} a step uses was
     set by an earlier step's script (or is a declared collection variable)."""
     steps = workflow_of(collection)
+    task = "/api/v2/workspaces/{workspace_id}/tasks/{task_id}"
+    workspace = "/api/v2/workspaces/{workspace_id}"
+    backup = "/api/v2/admin/backups/{backup_id}"
     assert [(step["request"]["method"], swagger_path(step["request"])) for step in steps] == [
         ("POST", "/api/v2/workspaces"),
         ("POST", "/api/v2/workspaces/{workspace_id}/tasks"),
-        *[(m, "/api/v2/workspaces/{workspace_id}/tasks/{task_id}") for m in ("GET", "GET")],
-        *[(m, "/api/v2/workspaces/{workspace_id}/tasks/{task_id}") for m in ("PATCH", "PATCH")],
-        *[(m, "/api/v2/workspaces/{workspace_id}/tasks/{task_id}") for m in ("DELETE", "GET")],
-        ("DELETE", "/api/v2/workspaces/{workspace_id}"),
-        ("GET", "/api/v2/workspaces/{workspace_id}"),
+        *[(m, task) for m in ("GET", "GET", "PATCH", "PATCH")],
+        ("GET", f"{task}/history"),  # the item's other reads, before the delete
+        *[(m, task) for m in ("DELETE", "GET")],
+        *[("GET", f"{workspace}/{read}") for read in ("audit", "audit/verify", "export")],
+        *[(m, workspace) for m in ("DELETE", "GET")],
+        # Secured: last, so without admin_token the rest of the story still runs.
+        ("POST", "/api/v2/admin/backups"),
+        *[("GET", path) for path in (backup, f"{backup}/download")],
+        *[(m, backup) for m in ("DELETE", "GET")],
     ]
     statuses = [int(re.search(r"to\.have\.status\((\d+)\)", script_of(step))[1]) for step in steps]
-    assert statuses == [201, 201, 200, 304, 200, 412, 204, 404, 204, 404]
-    for step in steps[1:]:  # all in the workspace the first step created
+    assert statuses[:14] == [201, 201, 200, 304, 200, 412, 200, 204, 404, *[200] * 3, 204, 404]
+    assert statuses[14:] == [201, 200, 200, 204, 404]
+    for step in steps[1:14]:  # all in the workspace the first step created
         variables = {v["key"]: v["value"] for v in step["request"]["url"].get("variable", [])}
         assert variables["workspace_id"] == "{{workflow_workspace_id}}"
         assert variables.get("task_id", "{{workflow_task_id}}") == "{{workflow_task_id}}"
     declared = {v["key"] for v in collection["variable"]}
-    set_so_far: set[str] = {"baseUrl"}
+    set_so_far: set[str] = {"baseUrl", "admin_token"}  # what the user sets
     for step in steps:
         used = set(_VARIABLE.findall(json.dumps(step["request"])))
         assert used <= set_so_far, (step["name"], used - set_so_far)
@@ -430,8 +485,11 @@ def test_the_workflow_chains_collection_variables(collection: dict[str, Any]) ->
     assert headers[3]["If-None-Match"] == "{{workflow_task_etag}}"
     assert headers[4]["If-Match"] == "{{workflow_task_etag}}"
     assert headers[5]["If-Match"] == "{{workflow_task_etag}}"  # stale by then
-    assert headers[6]["If-Match"] == "{{workflow_task_etag_patched}}"
-    assert "If-Match" not in headers[8]
+    assert headers[7]["If-Match"] == "{{workflow_task_etag_patched}}"
+    assert "If-Match" not in headers[13]
+    for header, step in zip(headers, steps, strict=True):
+        secured = "/admin/" in step["request"]["url"]["raw"] or "export" in step["name"]
+        assert header.get("Authorization") == ("Bearer {{admin_token}}" if secured else None)
     assert json.loads(steps[4]["request"]["body"]["raw"]) == {"title": "Write chapter 2 (changed)"}
 
 
@@ -449,6 +507,8 @@ def test_no_request_sends_an_undocumented_parameter(
         for query in request["url"].get("query", []):
             assert ("query", query["key"].lower()) in documented
             assert query["disabled"] or query["key"] in request["url"]["raw"]
+        if operation_of(spec, request).get("security"):
+            documented.add(("header", "authorization"))  # the admin_token apiKey scheme
         for header in request["header"]:
             if header["key"] != "Content-Type" and not header.get("disabled"):
                 assert ("header", header["key"].lower()) in documented, (item["name"], header)
@@ -477,14 +537,29 @@ def test_documented_header_parameters_are_offered_disabled(
 def test_write_bodies_are_json_with_the_documented_content_type(
     spec: dict[str, Any], collection: dict[str, Any]
 ) -> None:
-    with_body = [r for r in requests_of(collection).values() if r["method"] in {"POST", "PUT"}]
-    with_body += [r for r in requests_of(collection).values() if r["method"] == "PATCH"]
-    assert with_body
-    for request in with_body:
+    raw = [r for r in requests_of(collection).values() if r.get("body", {}).get("mode") == "raw"]
+    assert {r["method"] for r in raw} == {"POST", "PUT", "PATCH"}
+    for request in raw:
         assert isinstance(json.loads(request["body"]["raw"]), dict)
         consumes = operation_of(spec, request).get("consumes") or spec.get("consumes")
         media_type = (consumes or ["application/json"])[0]
         assert {"key": "Content-Type", "value": media_type, "type": "text"} in request["header"]
+    for request in requests_of(collection).values():  # a body exactly where the spec has one
+        parameters = operation_of(spec, request).get("parameters", [])
+        assert ("body" in request) == any(p["in"] in ("body", "formData") for p in parameters)
+
+
+def test_an_upload_is_a_form_with_its_file_left_to_choose(collection: dict[str, Any]) -> None:
+    """Postman cannot make an export archive: the import's file field is empty (choose one in
+    the Body tab) and the request is skipped until one is chosen; multipart is Postman's to set."""
+    item = items_by_name(collection)["import_workspace"]
+    assert item["request"]["body"]["mode"] == "formdata"
+    (field,) = item["request"]["body"]["formdata"]
+    assert (field["key"], field["type"], field["src"]) == ("archive", "file", [])
+    assert "Content-Type" not in {h["key"] for h in item["request"]["header"]}
+    guard = script_of(item, "prerequest")
+    assert 'var file = form && form.one("archive");' in guard
+    assert "if (!skip && !(file && file.src && file.src.length)) {" in guard
 
 
 def test_create_example_body_is_accepted(client: FlaskClient, collection: dict[str, Any]) -> None:
@@ -503,8 +578,14 @@ def resolve(text: str, variables: dict[str, str]) -> str:
     return _VARIABLE.sub(lambda m: variables[m[1]], text)
 
 
-def send(client: FlaskClient, request: dict[str, Any], variables: dict[str, str]) -> Any:
-    """Send a collection request the way Postman would, resolving {{variables}}."""
+def send(
+    client: FlaskClient,
+    request: dict[str, Any],
+    variables: dict[str, str],
+    files: Mapping[str, bytes] | None = None,
+) -> Any:
+    """Send a collection request the way Postman would, resolving {{variables}}; ``files``: the
+    contents of the form's file fields (what someone would choose in Postman's Body tab)."""
     values = {v["key"]: resolve(v["value"], variables) for v in request["url"].get("variable", [])}
     path = "/" + "/".join(values[s[1:]] if s.startswith(":") else s for s in request["url"]["path"])
     query = [
@@ -517,13 +598,18 @@ def send(client: FlaskClient, request: dict[str, Any], variables: dict[str, str]
         for h in request["header"]
         if not h.get("disabled")
     ]
-    body = request.get("body", {}).get("raw")
+    body = request.get("body", {})
+    data: Any = None if "raw" not in body else resolve(body["raw"], variables)
+    if body.get("mode") == "formdata":
+        data = {
+            f["key"]: (io.BytesIO((files or {})[f["key"]]), f"{f['key']}.bin")
+            if f["type"] == "file"
+            else resolve(f["value"], variables)
+            for f in body["formdata"]
+            if not f.get("disabled")
+        }
     return client.open(
-        path,
-        method=request["method"],
-        query_string=query,
-        headers=headers,
-        data=None if body is None else resolve(body, variables),
+        path, method=request["method"], query_string=query, headers=headers, data=data
     )
 
 
@@ -541,6 +627,8 @@ def verify(expect: Expect, response: Any, variables: dict[str, str]) -> None:
         assert response.mimetype == expect.media_type
     if expect.empty:
         assert response.data == b""
+    if expect.nonempty:
+        assert response.data
     for name in expect.headers:
         assert name in response.headers
     body = response.get_json(force=True, silent=True)
@@ -559,11 +647,18 @@ def verify(expect: Expect, response: Any, variables: dict[str, str]) -> None:
         variables[save.variable] = source[save.source](save.key)
 
 
-def skipped(guard: Guard | None, variables: dict[str, str]) -> bool:
-    """What the pre-request script of a guarded DELETE decides."""
-    if guard is None:
-        return False
-    return variables.get(guard.variable, "") in ("", *guard.refused)
+def skipped(step: Step, variables: dict[str, str], files: Mapping[str, bytes] = {}) -> bool:  # noqa: B006
+    """What the step's pre-request script decides (``files``: the file fields chosen)."""
+    for guard in step.guards:
+        value = variables.get(guard.variable, "")
+        if (
+            (guard.kind == "id" and value in ("", *guard.refused))
+            or (guard.kind == "credential" and value == "")
+            or (guard.kind == "opt-in" and value != "true")
+            or (guard.kind == "file" and guard.variable not in files)
+        ):
+            return True
+    return False
 
 
 def replay(
@@ -574,7 +669,7 @@ def replay(
     folders: tuple[str, ...] = (),
 ) -> int:
     """Run every request in collection order (or those of ``folders``, like newman --folder),
-    checking it against its plan; the number of requests sent (a skipped DELETE is not)."""
+    checking it against its plan; the number of requests sent (a skipped one is not)."""
     plan = collection_plan(spec)
     assert [f.name for f in plan.folders] == [f["name"] for f in collection["item"]]
     count = 0
@@ -585,14 +680,17 @@ def replay(
             assert item["name"] == step.name
             assert item["request"] == step.request
             assert script_of(item) == "\n".join(postman_test_script(step.expect))
-            guard = postman_guard_script(step.guard) if step.guard else []
+            guard = postman_guard_script(step.guards) if step.guards else []
             assert script_of(item, "prerequest") == "\n".join(guard)
-            if skipped(step.guard, variables):
+            if skipped(step, variables):
                 continue
+            response = send(client, item["request"], variables)
             try:
-                verify(step.expect, send(client, item["request"], variables), variables)
+                verify(step.expect, response, variables)
             except AssertionError as exc:
                 raise AssertionError(f"{folder['name']} / {item['name']}: {exc}") from exc
+            finally:
+                response.close()  # a download streams a file: close it
             count += 1
     return count
 
@@ -608,8 +706,10 @@ def test_the_whole_collection_passes_twice_against_the_development_server(
     workspaces = client.get("/api/v2/workspaces").json["total"]
     initial = {v["key"]: v["value"] for v in collection["variable"]}
     variables = dict(initial)
-    assert replay(client, spec, collection, dict(variables)) == len(items_of(collection))
-    assert replay(client, spec, collection, variables) == len(items_of(collection))
+    # Without admin_token, every secured request is skipped (the server has no ADMIN_TOKEN: 404).
+    unsecured = [i for i in items_of(collection) if not secured(i)]
+    assert replay(client, spec, collection, dict(variables)) == len(unsecured)
+    assert replay(client, spec, collection, variables) == len(unsecured)
     # The deletes put the examples back; the Workflow's variables hold what it deleted.
     assert {k: v for k, v in variables.items() if not k.startswith("workflow_")} == {
         k: v for k, v in initial.items() if not k.startswith("workflow_")
@@ -622,7 +722,8 @@ def test_the_whole_collection_passes_twice_against_the_development_server(
 
 
 @pytest.mark.parametrize(
-    "folder", ["workspaces", "tasks", "tasks (v1)", "hello", "hello (v1)", "health", "problems"]
+    "folder",
+    ["workspaces", "tasks", "audit", "hello", "tasks (v1)", "hello (v1)", "health", "problems"],
 )
 def test_each_folder_passes_alone_twice(
     spec: dict[str, Any], collection: dict[str, Any], folder: str
@@ -954,11 +1055,117 @@ def test_a_synthetic_spec_nests_chains_and_names_their_variables() -> None:
     ]
     assert steps["boxes"] == ["make_box", "get_boxes", "delete_boxes"]
     assert steps["old"] == ["make_old", "get_old", "delete_old"]
-    guards = {s.name: s.guard for f in plan.folders for s in f.steps if s.guard}
-    assert guards["teardown: delete_boxes"] == Guard("box_id", ("b0",))
-    assert guards["delete_things"] == Guard("thing_id", ("t1",))
-    assert guards["delete_old"] == Guard("old_thing_id", ("t0",))
-    assert guards["delete_boxes: 204"] == Guard("workflow_box_id")
+    guards = {s.name: s.guards for f in plan.folders for s in f.steps if s.guards}
+    assert guards["teardown: delete_boxes"] == (Guard("box_id", ("b0",)),)
+    assert guards["delete_things"] == (Guard("thing_id", ("t1",)),)
+    assert guards["delete_old"] == (Guard("old_thing_id", ("t0",)),)
+    assert guards["delete_boxes: 204"] == (Guard("workflow_box_id"),)
     old = {s.name: s for f in plan.folders for s in f.steps}["get_old"]
     assert old.expect.headers == ("Deprecation",)
     assert old.request["url"]["variable"][0]["value"] == "{{old_thing_id}}"
+
+
+# --- secured operations: the admin token -------------------------------------------------------
+
+
+def test_secured_operations_send_the_admin_token_and_wait_for_it(
+    spec: dict[str, Any], collection: dict[str, Any]
+) -> None:
+    """Operations with `security` send Authorization: Bearer {{admin_token}}, a collection
+    variable empty by default (and documented), and are skipped while it is empty."""
+    items = [i for f in collection["item"] for i in f["item"]]
+    for item in items:
+        is_secured = bool(operation_of(spec, item["request"]).get("security"))
+        headers = {h["key"]: h["value"] for h in item["request"]["header"]}
+        assert headers.get("Authorization") == ("Bearer {{admin_token}}" if is_secured else None), (
+            item["name"]
+        )
+        guard = script_of(item, "prerequest")
+        assert ('(pm.variables.get("admin_token") || "") === ""' in guard) == is_secured
+    assert {"create_backup", "export_workspace", "import_workspace"} <= {
+        i["name"] for i in items if secured(i)
+    }
+    (variable,) = [v for v in collection["variable"] if v["key"] == "admin_token"]
+    assert variable["value"] == ""
+    assert "Bearer {{admin_token}}" in variable["description"]
+    assert "`admin_token`" in collection["info"]["description"]
+    plan = {s.name: s for f in collection_plan(spec).folders for s in f.steps}
+    assert not skipped(plan["list_backups"], {"admin_token": "t"})
+    assert skipped(plan["list_backups"], {"admin_token": ""})
+
+
+def test_restore_runs_only_when_allowed(spec: dict[str, Any], collection: dict[str, Any]) -> None:
+    """restore_backup replaces the server's data: never by default, even with the token."""
+    (variable,) = [v for v in collection["variable"] if v["key"] == "allow_restore"]
+    assert variable["value"] == ""
+    assert "restore_backup" in variable["description"]
+    step = {s.name: s for f in collection_plan(spec).folders for s in f.steps}["restore_backup"]
+    token = {"admin_token": "t", "backup_id": "b"}
+    assert skipped(step, token)
+    assert skipped(step, {**token, "allow_restore": "yes"})
+    assert not skipped(step, {**token, "allow_restore": "true"})
+    assert skipped(step, {"allow_restore": "true"})  # and never without the token
+
+
+def admin_client(tmp_path: Path) -> tuple[FlaskClient, str]:
+    token = secrets.token_urlsafe(32)
+    app = make_app("development", LOG_LEVEL="WARNING", ADMIN_TOKEN=token, BACKUP_DIR=str(tmp_path))
+    return app.test_client(), token
+
+
+def test_the_whole_collection_passes_twice_with_an_admin_token(
+    spec: dict[str, Any], collection: dict[str, Any], tmp_path: Path
+) -> None:
+    """Like scripts/newman: the server has an ADMIN_TOKEN and the run the same admin_token, so
+    the admin requests run too, except restore (not allowed) and import (no file chosen); every
+    backup the run made is deleted, and nothing else changes."""
+    client, token = admin_client(tmp_path)
+    auth = {"Authorization": f"Bearer {token}"}
+    seeded = client.get(f"{V2_TASKS}/{EXAMPLE_TASK_ID}")
+    workspaces = client.get("/api/v2/workspaces").json["total"]
+    variables = {v["key"]: v["value"] for v in collection["variable"]} | {"admin_token": token}
+    unsent = {"restore_backup", "import_workspace"}
+    expected = len([i for i in items_of(collection) if i["name"] not in unsent])
+    assert replay(client, spec, collection, variables) == expected
+    assert replay(client, spec, collection, variables) == expected
+    assert client.get("/api/v2/admin/backups", headers=auth).json["items"] == []
+    after = client.get(f"{V2_TASKS}/{EXAMPLE_TASK_ID}")
+    assert after.headers["ETag"] == seeded.headers["ETag"], "the demo task is untouched"
+    assert client.get("/api/v2/workspaces").json["total"] == workspaces, "none left behind"
+    # A wrong token: the admin requests would fail (401), not pass silently.
+    wrong = {**variables, "admin_token": "wrong"}
+    response = send(client, requests_of(collection)["list_backups"], wrong)
+    assert response.status_code == 401
+
+
+def test_the_admin_folder_restores_when_allowed(
+    spec: dict[str, Any], collection: dict[str, Any], tmp_path: Path
+) -> None:
+    client, token = admin_client(tmp_path)
+    workspaces = client.get("/api/v2/workspaces").json["total"]
+    variables = {v["key"]: v["value"] for v in collection["variable"]}
+    variables |= {"admin_token": token, "allow_restore": "true"}
+    sent = len(folder_of(collection, "admin")) - 1  # all but the import
+    assert replay(client, spec, collection, variables, ("admin",)) == sent
+    assert client.get("/api/v2/workspaces").json["total"] == workspaces
+    assert client.get(f"{V2_TASKS}/{EXAMPLE_TASK_ID}").status_code == 200
+
+
+def test_the_import_request_works_once_a_file_is_chosen(
+    spec: dict[str, Any], collection: dict[str, Any], tmp_path: Path
+) -> None:
+    """What Postman sends when someone picks an export in the Body tab."""
+    client, token = admin_client(tmp_path)
+    variables = {v["key"]: v["value"] for v in collection["variable"]} | {"admin_token": token}
+    with send(client, requests_of(collection)["export_workspace"], variables) as exported:
+        assert exported.status_code == 200
+        archive = exported.get_data()
+    step = {s.name: s for f in collection_plan(spec).folders for s in f.steps}["import_workspace"]
+    files = {"archive": archive}
+    assert skipped(step, variables)
+    assert not skipped(step, variables, files)
+    response = send(client, requests_of(collection)["import_workspace"], variables, files)
+    verify(step.expect, response, variables)
+    imported = response.json["workspace"]["id"]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.delete(f"/api/v2/workspaces/{imported}", headers=auth).status_code == 204

@@ -21,11 +21,18 @@ and it is also a test suite (run by Newman: ``scripts/newman``):
   setup request creating one and a teardown request deleting it, with everything in it, at the end:
   each folder runs alone (``newman --folder tasks``) as well as in the whole collection, never
   touches seeded data, and leaves nothing behind.
+* Secured operations (``security`` naming an apiKey scheme of ``securityDefinitions``) send
+  their credential from a collection variable named after the scheme, empty by default:
+  ``Authorization: Bearer {{admin_token}}``. A pre-request script skips them while it is empty,
+  so the collection runs without a token and fully with one. An action replacing the server's
+  data (``POST .../restore``, ``OPT_IN_ACTIONS``) runs only when its variable (``allow_restore``)
+  is ``true``; an upload (a ``formData`` file) only once someone has chosen the file.
 * A "Workflow" folder per chain of the current (not deprecated) API: create, get, conditional get
   (If-None-Match: 304), patch with If-Match from the stored ETag, the same patch with the stale
-  ETag (412), delete, get (404); each step that the spec documents, chained through collection
-  variables. A resource that others nest under is created first, their workflows run inside it,
-  then it is deleted and read again (404).
+  ETag (412), the item's other reads (a history, a download), delete, get (404); each step that
+  the spec documents, chained through collection variables; chains needing a credential last.
+  A resource that others nest under is created first, their workflows run inside it, then it is
+  deleted and read again (404).
 
 ``collection_plan(spec)`` is the same thing as data (requests plus ``Expect`` objects), which the
 test suite replays in-process. ``flask --app wsgi export-postman`` (app/cli.py) writes it out.
@@ -57,8 +64,13 @@ DEPRECATION_HEADER = "Deprecation"
 
 # Swagger 2.0 path-item keys that are operations, in the order Postman shows them.
 _METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
+_CONDITIONAL = re.compile(r"\b(when|if|unless|only)\b", re.IGNORECASE)
 _PATH_TEMPLATE = re.compile(r"\{([^}/]+)\}")
 _ITEM_PATH = re.compile(r"^(?P<collection>.+)/\{(?P<name>[^}/]+)\}$")
+# Actions (the last segment of a POST path) that replace the server's data: a run sends them only
+# when the named collection variable is "true", so running the collection never rewinds a
+# developer's data by default.
+OPT_IN_ACTIONS = {"restore": "allow_restore"}
 # Placeholders for values the spec gives no example for; only disabled parameters and
 # optional fields use them in practice (every field our models require has an example).
 _FORMAT_SAMPLES = {
@@ -86,11 +98,18 @@ class Save:
 
 @dataclass(frozen=True)
 class Guard:
-    """Skip the request (pre-request script) while ``variable`` is empty or one of ``refused``:
-    a DELETE never targets what the run did not create."""
+    """Skip the request (pre-request script) unless ``variable`` allows it. ``kind`` says how:
+
+    * ``"id"``: the variable holds an id this run created, neither empty nor one of ``refused``
+      (a DELETE never targets what the run did not create);
+    * ``"credential"``: the variable is not empty (a secured operation needs its credential);
+    * ``"opt-in"``: the variable is ``"true"`` (an action replacing the server's data);
+    * ``"file"``: a file is chosen for the form field ``variable`` (an upload).
+    """
 
     variable: str
     refused: tuple[str, ...] = ()
+    kind: Literal["id", "credential", "opt-in", "file"] = "id"
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,7 @@ class Expect:
     header_equal: tuple[tuple[str, Var], ...] = ()
     header_differ: tuple[tuple[str, Var], ...] = ()
     save: tuple[Save, ...] = ()
+    nonempty: bool = False  # a body of some bytes (a file download: no JSON to look into)
 
 
 @dataclass(frozen=True)
@@ -114,7 +134,7 @@ class Step:
     name: str
     request: dict[str, Any]
     expect: Expect
-    guard: Guard | None = None
+    guards: tuple[Guard, ...] = ()  # all must allow the request, else it is skipped
 
 
 @dataclass
@@ -128,6 +148,18 @@ class Folder:
 class Plan:
     folders: list[Folder]
     variables: dict[str, str]  # collection variables besides baseUrl, with initial values
+    descriptions: dict[str, str] = field(default_factory=dict)  # variable -> what it is for
+
+
+@dataclass(frozen=True)
+class _Credential:
+    """What a secured operation sends: an apiKey scheme of ``securityDefinitions``."""
+
+    variable: str  # the collection variable holding it, named after the scheme
+    location: Literal["header", "query"]
+    name: str  # the header's or query parameter's name
+    value: str  # ``{{variable}}``; ``Bearer {{variable}}`` in an Authorization header
+    description: str
 
 
 @dataclass
@@ -137,6 +169,7 @@ class _Operation:
     operation: Mapping[str, Any]
     request: dict[str, Any]
     name: str
+    credentials: tuple[_Credential, ...] = ()
 
     @property
     def responses(self) -> Mapping[str, Any]:
@@ -186,6 +219,7 @@ def postman_collection(spec: Mapping[str, Any], base_url: str = DEFAULT_BASE_URL
     plan = collection_plan(spec)
     description = (info.get("description") or "").strip()
     variables = {BASE_URL_VARIABLE: base_url.rstrip("/"), **plan.variables}
+    access = "".join(f"\n\n`{name}`: {text}" for name, text in plan.descriptions.items())
     return {
         "info": {
             # Stable id: re-importing offers to replace the collection instead of duplicating it.
@@ -194,7 +228,7 @@ def postman_collection(spec: Mapping[str, Any], base_url: str = DEFAULT_BASE_URL
             "description": f"{description}\n\nGenerated from the API's Swagger spec "
             f"(API version {info.get('version', '?')}). Set the `{BASE_URL_VARIABLE}` "
             "collection variable to the server you test. Every request has a test script; "
-            "run the whole collection (Runner, or Newman) against a development server.",
+            f"run the whole collection (Runner, or Newman) against a development server.{access}",
             "version": str(info.get("version", "")),
             "schema": POSTMAN_SCHEMA,
         },
@@ -207,7 +241,9 @@ def postman_collection(spec: Mapping[str, Any], base_url: str = DEFAULT_BASE_URL
             for folder in plan.folders
         ],
         "variable": [
-            {"key": key, "value": value, "type": "string"} for key, value in variables.items()
+            {"key": key, "value": value, "type": "string"}
+            | ({"description": plan.descriptions[key]} if key in plan.descriptions else {})
+            for key, value in variables.items()
         ],
     }
 
@@ -224,17 +260,25 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
             if operation is None:
                 continue
             parameters = _merged_parameters(shared, operation.get("parameters", []))
-            request = _request(spec, base_path + path, method, operation, parameters, definitions)
+            credentials = _credentials(spec, operation)
+            request = _request(
+                spec, base_path + path, method, operation, parameters, definitions, credentials
+            )
             name = operation.get("summary") or operation.get("operationId")
             name = name or f"{method.upper()} {base_path + path}"
-            operations.append(_Operation(base_path + path, method, operation, request, name))
+            operations.append(
+                _Operation(base_path + path, method, operation, request, name, credentials)
+            )
 
     chains = _chains(spec, operations)
-    variables = {chain.variable: chain.example for chain in chains}
+    access = {id(op): _access_guards(op) for op in operations}
+    descriptions = _access_variables(operations, access)
+    variables = dict.fromkeys(descriptions, "")
+    variables.update({chain.variable: chain.example for chain in chains})
     for op in operations:
         _bind(op.request, {c.param: c.variable for c in _chains_over(chains, op.path)})
     expects = {id(op): _success_expect(spec, op) for op in operations}
-    guards: dict[int, Guard] = {}
+    guards: dict[int, tuple[Guard, ...]] = dict(access)
     for chain in chains:
         create = expects[id(chain.create)]
         expects[id(chain.create)] = replace(
@@ -245,21 +289,26 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
             expect = expects[id(delete)]
             saved = Save(chain.variable, "value", chain.example)
             expects[id(delete)] = replace(expect, save=(*expect.save, saved))
-            guards[id(delete)] = Guard(chain.variable, (chain.example,))
+            guards[id(delete)] = (*access[id(delete)], Guard(chain.variable, (chain.example,)))
 
     folders: dict[str, Folder] = {
         tag["name"]: Folder(tag["name"], tag.get("description", "")) for tag in spec.get("tags", [])
     }
-    # Deletes last (deepest path first), so nothing after them needs what they removed.
+    # Creates first (a list then shows what the run made); deletes last (deepest path first), so
+    # nothing after them needs what they removed.
+    creates = {id(chain.create) for chain in chains}
     ordered = sorted(
         operations,
-        key=lambda op: (op.method == "delete", -op.path.count("/") if op.method == "delete" else 0),
+        key=lambda op: (
+            op.method == "delete",
+            -op.path.count("/") if op.method == "delete" else id(op) not in creates,
+        ),
     )
     members: dict[str, list[_Operation]] = {}
     for op in ordered:
         tag = (op.operation.get("tags") or ["default"])[0]
         folder = folders.setdefault(tag, Folder(tag, ""))
-        folder.steps.append(Step(op.name, op.request, expects[id(op)], guards.get(id(op))))
+        folder.steps.append(Step(op.name, op.request, expects[id(op)], guards[id(op)]))
         members.setdefault(tag, []).append(op)
     for tag, ops in members.items():
         _own_parents(folders[tag], ops, chains, expects, guards)
@@ -270,12 +319,75 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
         "ids, the ETags) in collection variables. It works only on what it created and deletes "
         "it at the end, so it can run again and again against the same server.",
     )
-    for chain in chains:
+    # Those that need a credential last: without it they are skipped, the rest of the story runs.
+    for chain in sorted(chains, key=lambda c: bool(access[id(c.create)])):
         if chain.parent is None and not chain.create.deprecated:
-            workflow.steps.extend(_workflow(spec, chain, chains, expects, variables, {}))
+            workflow.steps.extend(
+                _workflow(spec, chain, chains, operations, expects, access, variables, {})
+            )
     result = [workflow] if workflow.steps else []
     result += [folder for folder in folders.values() if folder.steps]
-    return Plan(result, variables)
+    return Plan(result, variables, descriptions)
+
+
+def _credentials(spec: Mapping[str, Any], operation: Mapping[str, Any]) -> tuple[_Credential, ...]:
+    """What the operation's ``security`` (or the spec's default) asks to send: the first
+    alternative made of apiKey schemes (Swagger 2.0 has no bearer scheme: an apiKey in the
+    Authorization header is the usual stand-in, and it carries ``Bearer <token>``). Other scheme
+    types (basic, oauth2) are left to Postman's Authorization tab: nothing is sent or guarded."""
+    schemes = spec.get("securityDefinitions", {})
+    for requirement in operation.get("security", spec.get("security", [])):
+        found = [(name, schemes.get(name, {})) for name in requirement]
+        if found and all(
+            s.get("type") == "apiKey" and s.get("in") in ("header", "query") for _, s in found
+        ):
+            return tuple(_credential(name, scheme) for name, scheme in found)
+    return ()
+
+
+def _credential(name: str, scheme: Mapping[str, Any]) -> _Credential:
+    variable = re.sub(r"\W+", "_", name).strip("_") or "credential"
+    bearer = scheme["in"] == "header" and scheme.get("name", "").lower() == "authorization"
+    value = f"Bearer {{{{{variable}}}}}" if bearer else f"{{{{{variable}}}}}"
+    description = (scheme.get("description") or f"The {name} credential").strip().rstrip(".")
+    return _Credential(variable, scheme["in"], scheme.get("name", ""), value, description + ".")
+
+
+def _access_guards(op: _Operation) -> tuple[Guard, ...]:
+    """What the request needs before it may be sent: its credentials, the opt-in of an action
+    replacing the server's data, the files of an upload."""
+    guards = [Guard(c.variable, kind="credential") for c in op.credentials]
+    action = op.path.rsplit("/", 1)[-1]
+    if op.method == "post" and action in OPT_IN_ACTIONS:
+        guards.append(Guard(OPT_IN_ACTIONS[action], kind="opt-in"))
+    for entry in op.request.get("body", {}).get("formdata", []):
+        if entry["type"] == "file":
+            guards.append(Guard(entry["key"], kind="file"))
+    return tuple(guards)
+
+
+def _access_variables(
+    operations: list[_Operation], access: Mapping[int, tuple[Guard, ...]]
+) -> dict[str, str]:
+    """The collection variables the guards read (empty at first), with what each is for."""
+    described: dict[str, str] = {}
+    for op in operations:
+        for c in op.credentials:
+            described.setdefault(
+                c.variable,
+                f"{c.description} Secured operations send it (`{c.name}: {c.value}`) and are "
+                "skipped while it is empty, as it is by default. To run them, set it in an "
+                "environment or as the variable's current value: an initial value is exported "
+                "with the collection.",
+            )
+        for guard in access[id(op)]:
+            if guard.kind == "opt-in":
+                described.setdefault(
+                    guard.variable,
+                    f"`{op.name}` replaces the server's data, so it runs only when this is "
+                    f"`true`; it is empty by default, and the request is skipped.",
+                )
+    return described
 
 
 def _merged_parameters(
@@ -294,6 +406,7 @@ def _request(
     operation: Mapping[str, Any],
     parameters: list[Mapping[str, Any]],
     definitions: Mapping[str, Any],
+    credentials: tuple[_Credential, ...] = (),
 ) -> dict[str, Any]:
     by_location: dict[str, list[Mapping[str, Any]]] = {}
     for parameter in parameters:
@@ -303,6 +416,11 @@ def _request(
     query = [
         _key_value(p, definitions, disabled=not p.get("required", False))
         for p in by_location.get("query", [])
+    ]
+    query += [
+        {"key": c.name, "value": c.value, "disabled": False, "description": c.description}
+        for c in credentials
+        if c.location == "query"
     ]
     enabled_query = "&".join(f"{q['key']}={q['value']}" for q in query if not q["disabled"])
     url: dict[str, Any] = {
@@ -325,14 +443,35 @@ def _request(
         headers.append({"key": "Content-Type", "value": media_type, "type": "text"})
         example = _example(body_parameters[0].get("schema", {}), definitions, frozenset())
         request["body"] = _raw_json(example)
+    elif by_location.get("formData"):  # Postman sets the multipart Content-Type (its boundary)
+        request["body"] = {
+            "mode": "formdata",
+            "formdata": [_form_field(p, definitions) for p in by_location["formData"]],
+        }
     headers.extend(
         {**_key_value(p, definitions, disabled=not p.get("required", False)), "type": "text"}
         for p in by_location.get("header", [])
+    )
+    headers.extend(
+        {"key": c.name, "value": c.value, "type": "text", "description": c.description}
+        for c in credentials
+        if c.location == "header"
     )
     description = operation.get("description") or operation.get("summary")
     if description:
         request["description"] = description
     return request
+
+
+def _form_field(parameter: Mapping[str, Any], definitions: Mapping[str, Any]) -> dict[str, Any]:
+    """A form field; a file one has no file chosen (``src``): pick it in Postman's Body tab."""
+    if parameter.get("type") == "file":
+        entry: dict[str, Any] = {"key": parameter["name"], "type": "file", "src": []}
+        if parameter.get("description"):
+            entry["description"] = parameter["description"]
+        return entry
+    required = parameter.get("required", False)
+    return {**_key_value(parameter, definitions, disabled=not required), "type": "text"}
 
 
 def _raw_json(document: Any) -> dict[str, Any]:
@@ -426,7 +565,7 @@ def _own_parents(
     ops: list[_Operation],
     chains: list[_Chain],
     expects: Mapping[int, Expect],
-    guards: Mapping[int, Guard],
+    guards: Mapping[int, tuple[Guard, ...]],
 ) -> None:
     """Wrap a folder that works under a chained resource it does not create (tasks under a
     workspace) in a setup request creating one and a teardown request deleting it: the folder
@@ -446,6 +585,7 @@ def _own_parents(
             f"{SETUP_PREFIX}{c.create.name}",
             copy.deepcopy(c.create.request),
             expects[id(c.create)],
+            guards[id(c.create)],
         )
         for c in outermost_first
     ]
@@ -475,12 +615,22 @@ def _success_expect(spec: Mapping[str, Any], op: _Operation) -> Expect:
         return _deprecation(op, Expect(status=None))
     status = codes[0]
     response = op.responses[str(status)]
-    headers = tuple(response.get("headers", {}))
+    # Swagger 2.0 cannot mark a response header optional: one described as sent only sometimes
+    # ('rel="next" when there is a next page') is not asserted.
+    headers = tuple(
+        name
+        for name, header in response.get("headers", {}).items()
+        if not _CONDITIONAL.search(header.get("description", ""))
+    )
     if status == 204:
         return _deprecation(op, Expect(status=status, empty=True, headers=headers))
-    if "schema" not in response:
-        return _deprecation(op, Expect(status=status, headers=headers))
     produces = op.operation.get("produces") or spec.get("produces") or ["application/json"]
+    if "schema" not in response:
+        if op.operation.get("produces"):  # a file of its own media type: some bytes of it
+            return _deprecation(
+                op, Expect(status=status, media_type=produces[0], headers=headers, nonempty=True)
+            )
+        return _deprecation(op, Expect(status=status, headers=headers))
     schema = _resolve(spec, response["schema"])
     return _deprecation(
         op,
@@ -520,12 +670,16 @@ def _workflow(
     spec: Mapping[str, Any],
     chain: _Chain,
     chains: list[_Chain],
+    operations: list[_Operation],
     expects: Mapping[int, Expect],
+    access: Mapping[int, tuple[Guard, ...]],
     variables: dict[str, str],
     bound: Mapping[str, str],
 ) -> list[Step]:
-    """create, get, conditional get, patch with If-Match, stale patch, delete, get again; for a
-    resource others nest under: create, the nested resources' workflows in it, delete, get.
+    """create, get, conditional get, patch with If-Match, stale patch, the item's other reads
+    (a download, a history), delete, get again; for a resource others nest under: create, the
+    nested resources' workflows in it, its other reads, delete, get. Every step keeps the access
+    guards of its operation (a secured one is skipped without its credential).
     ``bound``: path parameter -> workflow variable of the enclosing resources."""
     get = chain.item.get("get")
     if get is None:
@@ -562,24 +716,46 @@ def _workflow(
                 + f": {delete_expect.status}",
                 request(delete, **if_match),
                 delete_expect,
-                Guard(id_var),
+                (*access[id(delete)], Guard(id_var)),
             )
         ]
         if "404" in get.responses:
             steps.append(
                 Step(
-                    f"{get.name} after the delete: 404", request(get), _error_expect(spec, get, 404)
+                    f"{get.name} after the delete: 404",
+                    request(get),
+                    _error_expect(spec, get, 404),
+                    access[id(get)],
                 )
             )
         return steps
+
+    children = [c for c in chains if c.parent is chain and not c.create.deprecated]
+
+    def reads() -> list[Step]:
+        """GETs under the item that are not a nested resource's and need no input: the item's
+        downloads, histories, audits."""
+        under = [
+            op
+            for op in operations
+            if op.method == "get"
+            and op.path.startswith(chain.item_path + "/")
+            and not any(op.path.startswith(child.create.path) for child in children)
+            and not any(p.get("required") and p["in"] != "path" for p in _parameters(spec, op))
+        ]
+        return [
+            Step(
+                f"{op.name}: {expects[id(op)].status}", request(op), expects[id(op)], access[id(op)]
+            )
+            for op in under
+        ]
 
     create = chain.create
     variables[id_var] = ""
     nested = [
         step
-        for child in chains
-        if child.parent is chain and not child.create.deprecated
-        for step in _workflow(spec, child, chains, expects, variables, scope)
+        for child in children
+        for step in _workflow(spec, child, chains, operations, expects, access, variables, scope)
     ]
     if nested:
         return [
@@ -587,8 +763,10 @@ def _workflow(
                 f"{create.name}: {create_expect.status}, store the id",
                 request(create),
                 replace(create_expect, save=(Save(id_var, "body", "id"),)),
+                access[id(create)],
             ),
             *nested,
+            *reads(),
             *delete_and_get(None),
         ]
 
@@ -607,6 +785,7 @@ def _workflow(
             + (" and ETag" if has_etag else ""),
             request(create),
             replace(create_expect, equal=echoed, save=tuple(saves)),
+            access[id(create)],
         )
     ]
     same = (("ETag", Var(etag_var)),) if has_etag else ()
@@ -616,6 +795,7 @@ def _workflow(
             + (" and ETag" if has_etag else ""),
             request(get),
             replace(get_expect, equal=(("id", Var(id_var)),), header_equal=same),
+            access[id(get)],
         )
     )
     if has_etag and get.documents_header("If-None-Match") and "304" in get.responses:
@@ -624,6 +804,7 @@ def _workflow(
                 f"{get.name} with If-None-Match: 304",
                 request(get, **{"If-None-Match": f"{{{{{etag_var}}}}}"}),
                 _deprecation(get, Expect(status=304, empty=True)),
+                access[id(get)],
             )
         )
     update = chain.item.get("patch") or chain.item.get("put")
@@ -647,6 +828,7 @@ def _workflow(
                     header_differ=(("ETag", Var(etag_var)),) if new_etag else (),
                     save=(Save(new_etag_var, "header", "ETag"),) if new_etag else (),
                 ),
+                access[id(update)],
             )
         )
         if new_etag:
@@ -658,9 +840,16 @@ def _workflow(
                     f"{update.name} with the stale ETag: 412",
                     stale,
                     _error_expect(spec, update, 412),
+                    access[id(update)],
                 )
             )
-    return steps + delete_and_get(latest_etag)
+    return steps + reads() + delete_and_get(latest_etag)
+
+
+def _parameters(spec: Mapping[str, Any], op: _Operation) -> list[Mapping[str, Any]]:
+    base_path = spec.get("basePath", "/").rstrip("/")
+    shared = spec.get("paths", {}).get(op.path.removeprefix(base_path), {}).get("parameters", [])
+    return _merged_parameters(shared, op.operation.get("parameters", []))
 
 
 def _changed(
@@ -709,11 +898,11 @@ def _properties(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str,
 
 def _render(step: Step) -> dict[str, Any]:
     events = []
-    if step.guard is not None:
+    if step.guards:
         events.append(
             {
                 "listen": "prerequest",
-                "script": {"type": "text/javascript", "exec": postman_guard_script(step.guard)},
+                "script": {"type": "text/javascript", "exec": postman_guard_script(step.guards)},
             }
         )
     events.append(
@@ -735,16 +924,46 @@ def _label(value: Any) -> str:
     return f"{{{{{value.name}}}}}" if isinstance(value, Var) else json.dumps(value)
 
 
-def postman_guard_script(guard: Guard) -> list[str]:
-    """The pre-request script skipping a DELETE that would target what the run did not create."""
-    refused = " || ".join(f"target === {_js(value)}" for value in ("", *guard.refused))
-    warning = f"skipped: {{{{{guard.variable}}}}} holds no id that this run created"
+def postman_guard_script(guards: Iterable[Guard]) -> list[str]:
+    """The pre-request script skipping the request unless every guard allows it (the first
+    guard that refuses names the reason in the console)."""
+    lines = ['var skip = "";']
+    for guard in guards:
+        lines += _guard_lines(guard)
+    lines += ["if (skip) {", "    console.warn(skip);", "    pm.execution.skipRequest();", "}"]
+    return lines
+
+
+def _guard_lines(guard: Guard) -> list[str]:
+    """A comment, a condition refusing the request, and the reason it gives."""
+    name = f"{{{{{guard.variable}}}}}"
+    value = f'(pm.variables.get({_js(guard.variable)}) || "")'
+    prelude: list[str] = []
+    if guard.kind == "id":
+        comment = "Delete only what this run created: never an example (seeded) resource."
+        refuses = f"{_js(['', *guard.refused])}.includes({value})"
+        reason = f"skipped: {name} holds no id that this run created"
+    elif guard.kind == "credential":
+        comment = f"A secured operation: sent once {name} holds the credential."
+        refuses = f'{value} === ""'
+        reason = f"skipped: {name} is empty (set it to run the secured requests)"
+    elif guard.kind == "opt-in":
+        comment = "This replaces the server's data: it never runs by default."
+        refuses = f'{value} !== "true"'
+        reason = f"skipped: it replaces the server's data; set {name} to true to run it"
+    else:  # an upload: a run cannot make the file, someone must choose it
+        comment = f"An upload: sent once a file is chosen for {guard.variable} (Body tab)."
+        prelude = [
+            "var form = pm.request.body && pm.request.body.formdata;",
+            f"var file = form && form.one({_js(guard.variable)});",
+        ]
+        refuses = "!(file && file.src && file.src.length)"
+        reason = f"skipped: no file chosen for the form field {guard.variable}"
     return [
-        "// Delete only what this run created: never an example (seeded) resource.",
-        f'var target = pm.variables.get({_js(guard.variable)}) || "";',
-        f"if ({refused}) {{",
-        f"    console.warn({_js(warning)});",
-        "    pm.execution.skipRequest();",
+        f"// {comment}",
+        *prelude,
+        f"if (!skip && {refuses}) {{",
+        f"    skip = {_js(reason)};",
         "}",
     ]
 
@@ -768,6 +987,8 @@ def postman_test_script(expect: Expect) -> list[str]:
         )
     if expect.empty:
         check("no body", 'pm.expect(pm.response.text()).to.eql("")')
+    if expect.nonempty:
+        check("body is not empty", "pm.expect(pm.response.responseSize).to.be.above(0)")
     for name in expect.headers:
         check(f"has header {name}", f"pm.response.to.have.header({_js(name)})")
     if expect.keys:
