@@ -235,7 +235,9 @@ def _ordering(name: str, descending: bool) -> ColumnElement[Any]:
     return ordered.nulls_last() if TaskRow.__table__.c[name].nullable else ordered
 
 
-def _to_task(row: TaskRow) -> Task:
+def _to_task(row: Any, tags: tuple[str, ...] | None = None) -> Task:
+    """A Task from a TaskRow (its tags loaded), or from a plain row of the tasks table and its
+    tags."""
     return Task(
         id=row.id,
         title=row.title,
@@ -245,7 +247,7 @@ def _to_task(row: TaskRow) -> Task:
         status=Status(row.status),
         priority=Priority(row.priority),
         due_date=row.due_date,
-        tags=tuple(tag.tag for tag in row.tags),
+        tags=tuple(tag.tag for tag in row.tags) if tags is None else tags,
         version=row.version,
     )
 
@@ -415,12 +417,23 @@ class SqlAlchemyTaskRepository(TaskRepository):
         session = self.session if self._depth else self.read_session
         total = session.scalar(select(func.count()).select_from(TaskRow).where(*conditions))
         order = [_ordering(name, descending) for name, descending in query.sort]
-        rows = session.scalars(
-            select(TaskRow)
+        # Plain rows, not ORM objects: a page is only read, and building (and tracking) an
+        # object per task and per tag cost more than the rest of the request.
+        rows = session.execute(
+            select(TaskRow.__table__)
             .where(*conditions)
             .order_by(*order, TaskRow.id)
             .limit(query.per_page)
             .offset((query.page - 1) * query.per_page)
-            .options(selectinload(TaskRow.tags))
         ).all()
-        return Page([_to_task(row) for row in rows], query.page, query.per_page, total or 0)
+        tags: dict[uuid.UUID, list[str]] = {row.id: [] for row in rows}
+        if rows:
+            for task_id, tag in session.execute(
+                select(TaskTagRow.task_id, TaskTagRow.tag)
+                .where(TaskTagRow.workspace_id == self.workspace_id)
+                .where(TaskTagRow.task_id.in_(list(tags)))
+                .order_by(TaskTagRow.task_id, TaskTagRow.position)
+            ):
+                tags[task_id].append(tag)
+        items = [_to_task(row, tuple(tags[row.id])) for row in rows]
+        return Page(items, query.page, query.per_page, total or 0)
