@@ -317,8 +317,18 @@ class SqlAlchemyTaskRepository(TaskRepository):
             self.on_change(self.session, self.workspace_id, before, after)
 
     def get(self, task_id: uuid.UUID) -> Task | None:
-        row = self._row(task_id)
-        return None if row is None else _to_task(row)
+        if self._depth:  # a write is coming: the locked ORM row it will change
+            locked = self._row(task_id)
+            return None if locked is None else _to_task(locked)
+        # A plain read: a plain row and its tags, no ORM objects to build and track.
+        row = self.read_session.execute(
+            select(TaskRow.__table__).where(
+                TaskRow.id == task_id, TaskRow.workspace_id == self.workspace_id
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return _to_task(row, self._tags_of(self.read_session, [row.id])[row.id])
 
     def stamp(self, task_id: uuid.UUID) -> TaskStamp | None:
         """Two columns of one row by primary key: what a conditional GET needs (no tags)."""
@@ -426,14 +436,21 @@ class SqlAlchemyTaskRepository(TaskRepository):
             .limit(query.per_page)
             .offset((query.page - 1) * query.per_page)
         ).all()
-        tags: dict[uuid.UUID, list[str]] = {row.id: [] for row in rows}
-        if rows:
+        tags = self._tags_of(session, [row.id for row in rows])
+        items = [_to_task(row, tags[row.id]) for row in rows]
+        return Page(items, query.page, query.per_page, total or 0)
+
+    def _tags_of(
+        self, session: Session, task_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[str, ...]]:
+        """Each task's tags, in the client's order: one statement for all of them."""
+        found: dict[uuid.UUID, list[str]] = {task_id: [] for task_id in task_ids}
+        if task_ids:
             for task_id, tag in session.execute(
                 select(TaskTagRow.task_id, TaskTagRow.tag)
                 .where(TaskTagRow.workspace_id == self.workspace_id)
-                .where(TaskTagRow.task_id.in_(list(tags)))
+                .where(TaskTagRow.task_id.in_(task_ids))
                 .order_by(TaskTagRow.task_id, TaskTagRow.position)
             ):
-                tags[task_id].append(tag)
-        items = [_to_task(row, tuple(tags[row.id])) for row in rows]
-        return Page(items, query.page, query.per_page, total or 0)
+                found[task_id].append(tag)
+        return {task_id: tuple(tags) for task_id, tags in found.items()}
