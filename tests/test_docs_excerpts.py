@@ -16,7 +16,7 @@ _ELISION = {"...", "# ...", "…"}
 
 def _code_lines() -> set[str]:
     lines: set[str] = set()
-    for folder in ("app", "tests", "scripts"):
+    for folder in ("app", "tests", "scripts", "migrations"):
         for path in (ROOT / folder).rglob("*.py"):
             lines.update(line.strip() for line in path.read_text(encoding="utf-8").splitlines())
     lines.update(line.strip() for line in (ROOT / "wsgi.py").read_text().splitlines())
