@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_restx import Model, fields
 
-from app.backups.service import Backup, DatabaseCopy, RestoreResult
+from app.backups.service import Backup, RestoreResult, copy_to_dict
 from app.backups.workspace_archive import ImportResult
 from app.tasks.schemas import NullableString, iso_utc
 from app.workspaces.schemas import workspace, workspace_to_dict
@@ -72,17 +72,6 @@ import_result = Model(
 MODELS = (database_copy, backup, backup_list, restore_result, import_result)
 
 
-def _copy_to_dict(copy: DatabaseCopy) -> dict[str, Any]:
-    return {
-        "key": copy.key,
-        "engine": copy.engine,
-        "file": copy.file,
-        "size": copy.size,
-        "sha256": copy.sha256,
-        "alembic_revision": copy.alembic_revision,
-    }
-
-
 def backup_to_dict(item: Backup) -> dict[str, Any]:
     return {
         "id": str(item.id),
@@ -95,7 +84,7 @@ def backup_to_dict(item: Backup) -> dict[str, Any]:
         "app_version": item.app_version,
         "alembic_revision": item.alembic_revision,
         "shards": list(item.shards),
-        "databases": [_copy_to_dict(copy) for copy in item.databases],
+        "databases": [copy_to_dict(copy) for copy in item.databases],
     }
 
 

@@ -172,7 +172,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_to_dict(copy: DatabaseCopy) -> dict[str, Any]:
+def copy_to_dict(copy: DatabaseCopy) -> dict[str, Any]:
+    """One database's entry, as the manifest and the API both show it."""
     return {
         "key": copy.key,
         "engine": copy.engine,
@@ -193,7 +194,7 @@ def _manifest(backup: Backup) -> dict[str, Any]:
         "alembic_revision": backup.alembic_revision,
         "shards": list(backup.shards),
         "reason": backup.reason,
-        "databases": [_copy_to_dict(copy) for copy in backup.databases],
+        "databases": [copy_to_dict(copy) for copy in backup.databases],
     }
 
 

@@ -38,7 +38,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem
-from app.tasks.models import Priority, Status, Task, TaskRow, TaskTagRow, new_task_id, utc_now
+from app.tasks.models import Task, TaskRow, TaskTagRow, new_task_id, utc_now
+from app.tasks.repository import task_from_row
 from app.tasks.schemas import iso_utc, parse_datetime, task_fields, task_to_dict
 from app.workspaces.models import Workspace
 from app.workspaces.schemas import workspace_name
@@ -114,17 +115,7 @@ def _tasks_of(connection: Connection, workspace_id: uuid.UUID) -> Iterator[Task]
         .execution_options(yield_per=500)
     )
     for row in rows:
-        yield Task(
-            id=row.id,
-            title=row.title,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            description=row.description,
-            status=Status(row.status),
-            priority=Priority(row.priority),
-            due_date=row.due_date,
-            tags=tuple(tags.get(row.id, ())),
-        )
+        yield task_from_row(row, tuple(tags.get(row.id, ())))
 
 
 def export_workspace(

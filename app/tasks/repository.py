@@ -235,7 +235,7 @@ def _ordering(name: str, descending: bool) -> ColumnElement[Any]:
     return ordered.nulls_last() if TaskRow.__table__.c[name].nullable else ordered
 
 
-def _to_task(row: Any, tags: tuple[str, ...] | None = None) -> Task:
+def task_from_row(row: Any, tags: tuple[str, ...] | None = None) -> Task:
     """A Task from a TaskRow (its tags loaded), or from a plain row of the tasks table and its
     tags."""
     return Task(
@@ -319,7 +319,7 @@ class SqlAlchemyTaskRepository(TaskRepository):
     def get(self, task_id: uuid.UUID) -> Task | None:
         if self._depth:  # a write is coming: the locked ORM row it will change
             locked = self._row(task_id)
-            return None if locked is None else _to_task(locked)
+            return None if locked is None else task_from_row(locked)
         # A plain read: a plain row and its tags, no ORM objects to build and track.
         row = self.read_session.execute(
             select(TaskRow.__table__).where(
@@ -328,7 +328,7 @@ class SqlAlchemyTaskRepository(TaskRepository):
         ).one_or_none()
         if row is None:
             return None
-        return _to_task(row, self._tags_of(self.read_session, [row.id])[row.id])
+        return task_from_row(row, self._tags_of(self.read_session, [row.id])[row.id])
 
     def stamp(self, task_id: uuid.UUID) -> TaskStamp | None:
         """Two columns of one row by primary key: what a conditional GET needs (no tags)."""
@@ -353,7 +353,7 @@ class SqlAlchemyTaskRepository(TaskRepository):
             row = self._row(task.id)
             if row is None:
                 raise KeyError(f"task {task.id} does not exist")
-            before = _to_task(row)
+            before = task_from_row(row)
             self._copy(task, row)
             row.version += 1
             self.session.flush()
@@ -364,7 +364,7 @@ class SqlAlchemyTaskRepository(TaskRepository):
             row = self._row(task_id)
             if row is None:
                 raise KeyError(f"task {task_id} does not exist")
-            before = _to_task(row)
+            before = task_from_row(row)
             scope = (TaskRow.id == task_id, TaskRow.workspace_id == self.workspace_id)
             self.session.execute(
                 delete(TaskTagRow).where(
@@ -437,7 +437,7 @@ class SqlAlchemyTaskRepository(TaskRepository):
             .offset((query.page - 1) * query.per_page)
         ).all()
         tags = self._tags_of(session, [row.id for row in rows])
-        items = [_to_task(row, tags[row.id]) for row in rows]
+        items = [task_from_row(row, tags[row.id]) for row in rows]
         return Page(items, query.page, query.per_page, total or 0)
 
     def _tags_of(
