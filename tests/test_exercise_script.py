@@ -258,3 +258,7 @@ def test_verify_at_a_commit_stands_in_for_a_checkpoint_not_made_yet(repo: Repo) 
     assert "1 of 1 exercises honest" in result.stdout
     assert repo.run("verify", "--at", "HEAD").returncode == 2  # which checkpoint, then?
     assert repo.run("verify", "ch-02", "--at", "nope").returncode == 2
+    # Verifying everything (CI) skips the chapter that has no checkpoint yet, and says so.
+    everything = repo.run("verify")
+    assert everything.returncode == 0, everything.stdout + everything.stderr
+    assert "ch-02: no checkpoint yet, skipped" in everything.stdout
