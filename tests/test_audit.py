@@ -6,6 +6,8 @@ Runs on SQLite, and on PostgreSQL with TEST_DATABASE_URL (the parallel-writers t
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -364,6 +366,27 @@ def test_the_database_refuses_to_update_or_delete_an_event(app: Flask, client: F
     assert checked == 2  # the control database (workspace events) and the task's shard
 
 
+def test_replacing_an_event_is_refused_too(app: Flask, client: FlaskClient) -> None:
+    """SQLite's INSERT OR REPLACE deletes the old row: the DELETE trigger must fire for it."""
+    workspace = new_workspace(client)
+    client.post(f"{workspace}/tasks", json={"title": "x"})
+    for engine in engines(app).values():
+        if engine.dialect.name != "sqlite":
+            pytest.skip("INSERT OR REPLACE is SQLite's")
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT * FROM audit_events LIMIT 1")).mappings().first()
+        if row is None:
+            continue
+        columns = list(row)
+        forged = {**row, "actor": "forged"}
+        statement = (
+            f"INSERT OR REPLACE INTO audit_events ({', '.join(columns)}) "
+            f"VALUES ({', '.join(':' + c for c in columns)})"
+        )
+        with engine.connect() as connection, pytest.raises(DBAPIError, match="append-only"):
+            connection.execute(text(statement), forged)
+
+
 def _bypassing_the_trigger(engine: Engine, statement: str, **params: Any) -> None:
     """What an attacker with DDL rights could do; the chain must still show it."""
     with engine.begin() as connection:
@@ -607,6 +630,9 @@ def test_task_history_is_oldest_first_and_survives_the_delete(client: FlaskClien
     assert rest["next"] is None
     assert len(client.get(f"{tasks}/{other['id']}/history").json["items"]) == 1
     assert client.get(f"{history}?cursor=eyJrIjoiYXVkaXQiLCJwIjoxfQ").status_code == 400
+    for position in (2**63, -1):  # beyond any 64-bit sequence: a 400, not a database error
+        forged = base64.urlsafe_b64encode(json.dumps({"k": "history", "p": position}).encode())
+        assert client.get(f"{history}?cursor={forged.decode().rstrip('=')}").status_code == 400
     assert client.get(f"{history}?unknown=1").status_code == 400
     missing = client.get(f"{tasks}/{new_task_id()}/history")
     assert missing.status_code == 404

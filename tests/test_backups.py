@@ -631,6 +631,12 @@ BAD_ARCHIVES = {
         m, _bad_line(lines, created_at="yesterday")
     ),
     "a line that is not JSON": lambda m, lines, whole: _resigned(m, lines + b"{oops\n"),
+    "a line nested too deeply": lambda m, lines, whole: _resigned(
+        m, lines + b"[" * 100_000 + b"]" * 100_000 + b"\n"
+    ),
+    "a lone surrogate in a title": lambda m, lines, whole: _resigned(
+        m, _bad_line(lines, title="bad \ud800")
+    ),
     "a bad workspace name": lambda m, lines, whole: _resigned(
         {**m, "workspace": {**m["workspace"], "name": ""}}, lines
     ),

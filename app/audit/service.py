@@ -379,7 +379,8 @@ class AuditLog:
         after = 0
         if cursor is not None:
             after = decode_cursor(cursor, "history")
-            if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            # A sequence number is a 64-bit integer in every database: a bigger one is not ours.
+            if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
                 raise ValidationProblem(
                     [{"parameter": "cursor", "detail": "is not a cursor this endpoint issued"}],
                     status=400,

@@ -37,7 +37,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from app.core.errors import ApiProblem, ProblemType, ValidationProblem
+from app.core.errors import ApiProblem, ProblemType, ValidationProblem, json_body_problem
 from app.tasks.models import Task, TaskRow, TaskTagRow, new_task_id, utc_now
 from app.tasks.repository import task_from_row
 from app.tasks.schemas import iso_utc, parse_datetime, task_fields, task_to_dict
@@ -261,9 +261,21 @@ def _read_archive(archive: IO[bytes], limit: int) -> _Read:
     return _Read(manifest, tasks)
 
 
+def _load_json(raw: bytes) -> Any:
+    """``json.loads`` held to the rules of a request body: nesting beyond the depth limit (which
+    would exhaust the recursion) and lone surrogates (which no database can store) are errors."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if json_body_problem(value, raw) is not None:
+        raise ValueError("not acceptable JSON")
+    return value
+
+
 def _manifest(raw: bytes) -> dict[str, Any]:
     try:
-        manifest = json.loads(raw)
+        manifest = _load_json(raw)
     except ValueError:
         raise WorkspaceArchiveInvalid("The manifest is not JSON.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -303,7 +315,7 @@ def _tasks(lines: bytes) -> list[dict[str, Any]]:
     for index, line in enumerate(lines.splitlines()):
         pointer = f"#/tasks/{index}"
         try:
-            document = json.loads(line)
+            document = _load_json(line)
         except ValueError:
             errors.append({"pointer": pointer, "detail": "is not a JSON line"})
             continue

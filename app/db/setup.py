@@ -147,6 +147,9 @@ def _sqlite_setup(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        # INSERT OR REPLACE deletes the old row without firing DELETE triggers unless this is on:
+        # the audit log's append-only trigger must not have a side door.
+        cursor.execute("PRAGMA recursive_triggers=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
 
