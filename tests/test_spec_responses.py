@@ -263,6 +263,7 @@ WORKSPACE_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
         204: lambda c: c.client.delete(c.workspace, headers={"If-Match": c.workspace_etag}),
         400: lambda c: c.client.delete(c.workspace, headers={"If-Match": ""}),
         404: lambda c: c.client.delete(c.missing_workspace),
+        409: lambda c: c.client.delete(f"{V2_WORKSPACES}/{DEFAULT_WORKSPACE_ID}"),
         412: lambda c: c.client.delete(c.workspace, headers={"If-Match": '"stale"'}),
         503: while_moving(lambda c: c.client.delete(c.workspace)),
     },

@@ -176,6 +176,7 @@ class WorkspaceItem(ApiResource):
         400, "A precondition header is malformed or refused; or an unknown parameter", problem
     )
     @ns.response(404, "No such workspace", problem)
+    @ns.response(409, "The default workspace: API v1 serves it until its sunset", problem)
     @ns.response(412, "If-Match no longer matches: the workspace changed", problem)
     @ns.response(503, MOVING_DOC, problem, headers=RETRY_AFTER_HEADER)
     def delete(self, workspace_id: uuid.UUID) -> Response:

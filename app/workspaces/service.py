@@ -21,7 +21,7 @@ from app.audit.service import lock_chain, record_event
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.db.shards import ShardRegistry
 from app.tasks.models import TaskRow, TaskTagRow, new_task_id, utc_now
-from app.workspaces.models import Workspace, WorkspaceRow, WorkspaceState
+from app.workspaces.models import DEFAULT_WORKSPACE_ID, Workspace, WorkspaceRow, WorkspaceState
 from app.workspaces.moves import WorkspaceMoving, guard_write
 from app.workspaces.schemas import workspace_name
 
@@ -51,6 +51,19 @@ class WorkspacePreconditionFailed(ApiProblem):
         description="A precondition of the write failed (usually a stale If-Match ETag); "
         "nothing was written. GET the workspace again and retry.",
     )
+
+
+class DefaultWorkspaceInUse(ApiProblem):
+    problem_type = ProblemType(
+        slug="default-workspace-in-use",
+        title="The default workspace cannot be deleted",
+        status=409,
+        description="API v1 serves the default workspace until v1's sunset, so it cannot be "
+        "deleted: v1 clients would lose every request. Delete its tasks instead.",
+    )
+
+    def __init__(self) -> None:
+        super().__init__("API v1 serves this workspace; it cannot be deleted before v1's sunset.")
 
 
 @dataclass(frozen=True)
@@ -159,6 +172,8 @@ class WorkspaceService:
         the reverse order could leave tasks that no directory entry leads to.
         """
         workspace = self.get(workspace_id)
+        if workspace_id == DEFAULT_WORKSPACE_ID:
+            raise DefaultWorkspaceInUse()
         if precondition is not None and (failure := precondition(workspace)) is not None:
             raise WorkspacePreconditionFailed(failure)
         shard = self.shard_session(workspace.shard)
