@@ -22,6 +22,7 @@ DEFAULT_WORKSPACE_NAME = "Default workspace"
 class WorkspaceState(StrEnum):
     ACTIVE = "active"
     MOVING = "moving"  # its data is being copied to another shard: writes wait (503)
+    DELETING = "deleting"  # its tasks are being removed: writes wait (503), then it is gone
 
 
 @dataclass(frozen=True, slots=True)

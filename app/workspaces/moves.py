@@ -106,7 +106,7 @@ def _lock_key(workspace_id: uuid.UUID) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _take_write_lock(
+def take_write_lock(
     connection: Connection | Session, workspace_id: uuid.UUID, *, shared: bool
 ) -> None:
     """On PostgreSQL, the workspace's transaction-scoped advisory lock. On SQLite the transaction
@@ -124,7 +124,7 @@ def guard_write(
     """Call inside a write transaction on ``shard``, before writing the workspace's rows there:
     takes the workspace's write lock on the shard, then checks in a fresh read of the directory
     that the workspace is still ``active`` on ``shard``. ``WorkspaceMoving`` (503) if not."""
-    _take_write_lock(shard_session, workspace_id, shared=True)
+    take_write_lock(shard_session, workspace_id, shared=True)
     if control_session.in_transaction():
         control_session.rollback()  # a fresh snapshot, never one taken before the lock
     row = control_session.execute(
@@ -133,6 +133,8 @@ def guard_write(
     control_session.rollback()  # hold nothing on the control database while writing
     if row is None:
         raise WorkspaceMoving("The workspace changed while this request ran; retry.")
+    if row.state == WorkspaceState.DELETING.value:
+        raise WorkspaceMoving("The workspace is being deleted.")
     if row.state != _ACTIVE:
         raise WorkspaceMoving()
     if row.shard != shard:
@@ -379,7 +381,7 @@ def _flip(
 def _drain(engine: Engine, workspace_id: uuid.UUID) -> None:
     """Wait for the writes in flight to the workspace on this shard (see the module docstring)."""
     with _write_transaction(engine) as connection:
-        _take_write_lock(connection, workspace_id, shared=False)
+        take_write_lock(connection, workspace_id, shared=False)
 
 
 def _copy_and_verify(
@@ -485,6 +487,8 @@ def move_workspace(
     entry = _directory_row(registry.control, workspace_id)
     if entry is None:
         raise MoveError(f"There is no workspace {workspace_id}.")
+    if entry.state == WorkspaceState.DELETING.value:  # not even with force: it is going away
+        raise MoveError(f"Workspace {workspace_id} is being deleted.")
     if (
         entry.shard == target
         and entry.state == _ACTIVE

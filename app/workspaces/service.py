@@ -8,6 +8,7 @@ written into the directory, so it can change later (a move) without rehashing an
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Callable
@@ -22,9 +23,10 @@ from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.db.shards import ShardRegistry
 from app.tasks.models import TaskRow, TaskTagRow, new_task_id, utc_now
 from app.workspaces.models import DEFAULT_WORKSPACE_ID, Workspace, WorkspaceRow, WorkspaceState
-from app.workspaces.moves import WorkspaceMoving, guard_write
+from app.workspaces.moves import WorkspaceMoving, take_write_lock
 from app.workspaces.schemas import workspace_name
 
+logger = logging.getLogger(__name__)
 LOGICAL_SHARDS = 64
 
 # Called with the current workspace: None lets the write go ahead, a string says why not (412).
@@ -167,37 +169,64 @@ class WorkspaceService:
     def delete(self, workspace_id: uuid.UUID, *, precondition: Precondition | None = None) -> None:
         """Remove the workspace's tasks from its shard, then its directory entry.
 
-        Two databases, so not one transaction: the shard goes first. If the directory delete
-        then fails, the workspace still exists, empty, and deleting it again finishes the job;
-        the reverse order could leave tasks that no directory entry leads to.
+        Two databases, so not one transaction. First the entry becomes ``deleting``, with the
+        precondition checked under the row lock (committed: from then on every write to the
+        workspace answers 503, see ``guard_write``). Then, holding the workspace's write lock on
+        the shard exclusively (writes already in flight finish first), its rows go; then the
+        entry. A failure before the entry is gone puts it back to ``active``; whatever was
+        already removed stays removed, and deleting again finishes the job.
         """
-        workspace = self.get(workspace_id)
         if workspace_id == DEFAULT_WORKSPACE_ID:
+            self.get(workspace_id)
             raise DefaultWorkspaceInUse()
-        if precondition is not None and (failure := precondition(workspace)) is not None:
-            raise WorkspacePreconditionFailed(failure)
-        shard = self.shard_session(workspace.shard)
-        self.session.rollback()  # hold no control-database lock while waiting for the shard's
-        with shard.begin():
-            shard.connection(execution_options={"write_transaction": True})
-            # The audit chain's lock first, as every task write takes it: one lock order.
-            lock_chain(shard, workspace_id)
-            guard_write(shard, self.session, workspace_id, workspace.shard)  # 503 while moving
-            shard.execute(delete(TaskTagRow).where(TaskTagRow.workspace_id == workspace_id))
-            removed = shard.execute(delete(TaskRow).where(TaskRow.workspace_id == workspace_id))
-            if removed.rowcount:  # the shard's own event: its chain records what left it
-                record_event(
-                    shard,
-                    action="workspace.tasks_deleted",
-                    entity_type="workspace",
-                    entity_id=workspace_id,
-                    workspace_id=workspace_id,
-                    changes={"task_count": {"before": removed.rowcount, "after": 0}},
-                )
         with self._write():
             row = self._locked(workspace_id, precondition)
-            _audit(self.session, "workspace.deleted", row.to_domain(), None)
-            self.session.delete(row)
+            row.state = WorkspaceState.DELETING.value
+            shard_name = row.shard
+        try:
+            shard = self.shard_session(shard_name)
+            with shard.begin():
+                shard.connection(execution_options={"write_transaction": True})
+                # The audit chain's lock first, as every task write takes it: one lock order.
+                lock_chain(shard, workspace_id)
+                take_write_lock(shard, workspace_id, shared=False)  # in-flight writes finish
+                shard.execute(delete(TaskTagRow).where(TaskTagRow.workspace_id == workspace_id))
+                removed = shard.execute(delete(TaskRow).where(TaskRow.workspace_id == workspace_id))
+                if removed.rowcount:  # the shard's own event: its chain records what left it
+                    record_event(
+                        shard,
+                        action="workspace.tasks_deleted",
+                        entity_type="workspace",
+                        entity_id=workspace_id,
+                        workspace_id=workspace_id,
+                        changes={"task_count": {"before": removed.rowcount, "after": 0}},
+                    )
+            with self._write():
+                row = self._entry(workspace_id)
+                _audit(self.session, "workspace.deleted", row.to_domain(), None)
+                self.session.delete(row)
+        except BaseException:
+            self._reactivate(workspace_id)
+            raise
+
+    def _entry(self, workspace_id: uuid.UUID) -> WorkspaceRow:
+        row = self.session.scalars(
+            select(WorkspaceRow).where(WorkspaceRow.id == workspace_id).with_for_update()
+        ).one_or_none()
+        if row is None:
+            raise WorkspaceNotFound()
+        return row
+
+    def _reactivate(self, workspace_id: uuid.UUID) -> None:
+        """Undo the ``deleting`` mark after a failed delete (best effort: the error that made
+        the delete fail is the one to report)."""
+        try:
+            with self._write():
+                row = self.session.get(WorkspaceRow, workspace_id)
+                if row is not None and row.state == WorkspaceState.DELETING.value:
+                    row.state = WorkspaceState.ACTIVE.value
+        except Exception:
+            logger.exception("workspace %s stays marked deleting; delete it again", workspace_id)
 
     def _write(self) -> Any:
         """A write transaction on the directory (BEGIN IMMEDIATE on SQLite)."""
@@ -213,6 +242,8 @@ class WorkspaceService:
         ).one_or_none()
         if row is None:
             raise WorkspaceNotFound()
+        if row.state == WorkspaceState.DELETING.value:
+            raise WorkspaceMoving("The workspace is being deleted.")
         if row.state != WorkspaceState.ACTIVE.value:
             raise WorkspaceMoving()
         if precondition is not None and (failure := precondition(row.to_domain())) is not None:
