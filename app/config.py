@@ -70,7 +70,12 @@ class BaseConfig:
     DATABASE_MAX_OVERFLOW = 10
     DATABASE_POOL_TIMEOUT = 5  # seconds to wait for a free connection before a 503
     DATABASE_POOL_RECYCLE = 1800  # seconds; below any server or proxy idle timeout
-    DATABASE_POOL_PRE_PING = True  # test a pooled connection before use: survives restarts
+    # Before a pooled connection is reused: always a free check that the server has not closed it
+    # (restart, failover, pg_terminate_backend), and a real round trip ("ping") only when it sat
+    # idle for DATABASE_POOL_PING_IDLE seconds (silent network drops). PRE_PING=true pings on
+    # every checkout instead: one more round trip per database per request.
+    DATABASE_POOL_PRE_PING = False
+    DATABASE_POOL_PING_IDLE = 10  # seconds
     # Streaming replicas of shards, "shard=url,...": reads outside a write may go there.
     # PostgreSQL only. Unset: every read goes to the primary.
     REPLICA_URLS: str | None = None

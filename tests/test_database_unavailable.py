@@ -124,10 +124,19 @@ def _named(url: str) -> str:
 
 
 @requires_postgres
-def test_the_app_recovers_by_itself_when_its_connections_are_killed() -> None:
+@pytest.mark.parametrize(
+    "pool",
+    [
+        {},  # the default: a socket check on reuse, a ping after 10 s idle
+        {"DATABASE_POOL_PING_IDLE": 0},  # a ping on every reuse as well
+        {"DATABASE_POOL_PRE_PING": True},  # SQLAlchemy's pre-ping instead
+    ],
+    ids=["socket-check", "ping-when-idle", "pre-ping"],
+)
+def test_the_app_recovers_by_itself_when_its_connections_are_killed(pool: dict[str, Any]) -> None:
     settings = make_app().config
     shards = ",".join(_named(item) for item in settings["SHARD_URLS"].split(","))
-    app = make_app(DATABASE_URL=_named(settings["DATABASE_URL"]), SHARD_URLS=shards)
+    app = make_app(DATABASE_URL=_named(settings["DATABASE_URL"]), SHARD_URLS=shards, **pool)
     client = app.test_client()
     workspace = client.post("/api/v2/workspaces", json={"name": "w"}).json["id"]
     tasks = f"/api/v2/workspaces/{workspace}/tasks"
@@ -136,20 +145,37 @@ def test_the_app_recovers_by_itself_when_its_connections_are_killed() -> None:
     admin = create_engine(POSTGRES_ADMIN_URL or "", isolation_level="AUTOCOMMIT", poolclass=None)
     try:
         with admin.connect() as connection:
-            killed = connection.execute(
+            killed = connection.execute(  # waits (up to 5 s) until each backend has exited
                 text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
                     "WHERE application_name = 'taskapi-victim'"
                 )
             ).scalar()
     finally:
         admin.dispose()
     assert killed, "the app had no connection open to kill"
-    for _ in range(3):  # every request succeeds: pre-ping replaces each dead connection
+    for _ in range(3):  # every request succeeds: each dead connection is replaced at checkout
         assert client.get(tasks).status_code == 200
         assert client.post(tasks, json={"title": "after"}).status_code == 201
     assert client.get("/health/ready").status_code == 200
     assert client.get(tasks).json["total"] == 4
+
+
+@requires_postgres
+@pytest.mark.parametrize(("ping_idle", "pings"), [(0, True), (3600, False)])
+def test_a_reused_connection_is_pinged_only_after_sitting_idle(
+    monkeypatch: pytest.MonkeyPatch, ping_idle: int, pings: bool
+) -> None:
+    app = make_app(DATABASE_POOL_PING_IDLE=ping_idle)
+    client = app.test_client()
+    workspace = client.post("/api/v2/workspaces", json={"name": "w"}).json["id"]
+    assert client.get(f"/api/v2/workspaces/{workspace}").status_code == 200
+    pinged: list[object] = []
+    dialect = app.extensions["shards"].control.dialect
+    real_ping = dialect.do_ping
+    monkeypatch.setattr(dialect, "do_ping", lambda dbapi: pinged.append(dbapi) or real_ping(dbapi))
+    assert client.get(f"/api/v2/workspaces/{workspace}").status_code == 200
+    assert bool(pinged) is pings
 
 
 @requires_postgres

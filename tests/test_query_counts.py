@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import event
 
 from tests.conftest import make_app
 from tests.databases import POSTGRES_ADMIN_URL
@@ -142,3 +143,33 @@ def test_postgresql_plans_use_the_composite_indexes() -> None:
         ]
         assert len(tags) == 1, label
         assert "pk_task_tags" in tags[0], f"{label}: the page's tags:\n{tags[0]}"
+
+
+@pytest.mark.skipif(not POSTGRES_ADMIN_URL, reason="TEST_DATABASE_URL is not set: no PostgreSQL")
+def test_postgresql_reads_run_in_autocommit_and_writes_in_a_transaction() -> None:
+    """No BEGIN/ROLLBACK round trips around a read; a write still gets its transaction."""
+    app = make_app()
+    client = app.test_client()
+    modes: list[tuple[str, bool]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        modes.append((statement.split()[0], conn.connection.dbapi_connection.autocommit))
+
+    workspace = client.post("/api/v2/workspaces", json={"name": "w"}).json["id"]
+    tasks = f"/api/v2/workspaces/{workspace}/tasks"
+    with ExitStack() as stack:
+        for engine in app.extensions["shards"].all_engines().values():
+            stack.callback(event.remove, engine, "before_cursor_execute", record)
+            event.listen(engine, "before_cursor_execute", record)
+        created = client.post(tasks, json={"title": "t"})
+        writes, modes[:] = list(modes), []
+        assert client.get(tasks).status_code == 200
+        assert client.get(f"{tasks}/{created.json['id']}").status_code == 200
+        reads = list(modes)
+    assert created.status_code == 201
+    assert {"INSERT"} <= {verb for verb, _ in writes}
+    # The directory lookup before the write is a read; everything after it is the transaction.
+    assert writes[0] == ("SELECT", True), writes
+    assert not any(autocommit for _, autocommit in writes[1:]), writes
+    assert reads
+    assert all(autocommit for _, autocommit in reads), reads

@@ -6,6 +6,8 @@ no ``SHARD_URLS`` there is one shard, ``main``, which is the control database it
 
 from __future__ import annotations
 
+import select
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from flask import Flask
 from flask_migrate import Migrate
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 
 from app.config import ConfigError
 from app.db.base import db
@@ -78,6 +81,44 @@ def _engine_options(config: Mapping[str, Any], url: str) -> dict[str, Any]:
     return options
 
 
+def _readable(fd: int) -> bool:
+    if hasattr(select, "poll"):  # select.select fails for descriptors past FD_SETSIZE
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # Windows: no poll, and sockets only
+
+
+def _postgresql_liveness(engine: Engine, ping_after_idle: float) -> None:
+    """Replace a pooled connection the server has closed before it is handed out, cheaply.
+
+    A server that ends a session (restart, failover, ``pg_terminate_backend``, an idle timeout)
+    sends an error and closes the socket, so the idle connection's socket turns readable: a
+    zero-timeout ``poll`` sees that without a round trip (the liveness check Go's MySQL driver
+    makes). Only a connection idle for ``ping_after_idle`` seconds, which a silent network drop
+    may have cut without a word, gets a real ping. Raising ``DisconnectionError`` makes the pool
+    discard the connection and hand out a fresh one; SQLAlchemy's ``pool_pre_ping`` would
+    instead pay a round trip per database on every request.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None:  # a new connection: just made, nothing to check
+            return
+        if _readable(dbapi_connection.pgconn.socket):  # idle: nothing to say, unless hung up
+            raise DisconnectionError("the server closed the connection")
+        if time.monotonic() - idle_since >= ping_after_idle:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except Exception as exc:
+                raise DisconnectionError("the connection failed its ping") from exc
+
+
 def database_urls(app: Flask) -> tuple[str, dict[str, str]]:
     """The control URL and the shard URLs in effect, defaults filled in."""
     config = app.config
@@ -119,12 +160,17 @@ def init_databases(app: Flask) -> None:
     for engine in engines.values():
         if engine.dialect.name == "sqlite":
             _sqlite_setup(engine)
+        elif not app.config["DATABASE_POOL_PRE_PING"]:
+            _postgresql_liveness(engine, float(app.config["DATABASE_POOL_PING_IDLE"]))
     named = {name: engines[name] for name in shards} or {MAIN_SHARD: engines[None]}
     replicas = make_replicas(
         replica_urls(app, list(named)),
         lambda url: _engine_options(app.config, url),
         float(app.config["REPLICA_MAX_LAG_SECONDS"]),
     )
+    if not app.config["DATABASE_POOL_PRE_PING"]:
+        for replica in replicas.values():
+            _postgresql_liveness(replica.engine, float(app.config["DATABASE_POOL_PING_IDLE"]))
     app.extensions["shards"] = ShardRegistry(named, control=engines[None], replicas=replicas)
     for shard, replica in replicas.items():
         health_checks.register(app, f"replica:{shard}", replica.check_usable_now, critical=False)

@@ -83,6 +83,20 @@ def shard_session(name: str, *, read: bool = False) -> Session:
     return session
 
 
+def outside_transaction(session: Session) -> Session:
+    """``session``, ready for a read outside any unit of work, in autocommit on PostgreSQL.
+
+    Each statement of such a read is its own transaction anyway (READ COMMITTED takes a snapshot
+    per statement), so the ``BEGIN`` and ``ROLLBACK`` around it are two round trips that buy
+    nothing. A write's ``atomic()`` ends this read and begins a real transaction. SQLite, in
+    process, keeps its ``BEGIN``: it costs no round trip, and its driver workaround
+    (``app.db.setup``) owns the transaction statements there.
+    """
+    if not session.in_transaction() and session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return session
+
+
 def note_write(name: str) -> None:
     """This request has written to shard ``name``: its later reads there go to the primary."""
     g.setdefault("_shards_written", set()).add(name)

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.db.shards import outside_transaction
 from app.tasks.models import PRIORITY_RANK, STATUS_RANK, Priority, Status, Task, TaskRow, TaskTagRow
 
 SORTABLE_FIELDS = ("title", "status", "priority", "due_date", "created_at", "updated_at")
@@ -252,6 +253,10 @@ def task_from_row(row: Any, tags: tuple[str, ...] | None = None) -> Task:
     )
 
 
+_TASKS = TaskRow.__table__
+_TAGS = TaskTagRow.__table__
+
+
 class SqlAlchemyTaskRepository(TaskRepository):
     """The tasks of one workspace, in its shard's database.
 
@@ -321,21 +326,25 @@ class SqlAlchemyTaskRepository(TaskRepository):
             locked = self._row(task_id)
             return None if locked is None else task_from_row(locked)
         # A plain read: a plain row and its tags, no ORM objects to build and track.
-        row = self.read_session.execute(
-            select(TaskRow.__table__).where(
-                TaskRow.id == task_id, TaskRow.workspace_id == self.workspace_id
+        row = (
+            outside_transaction(self.read_session)
+            .execute(
+                select(_TASKS).where(
+                    _TASKS.c.id == task_id, _TASKS.c.workspace_id == self.workspace_id
+                )
             )
-        ).one_or_none()
+            .one_or_none()
+        )
         if row is None:
             return None
         return task_from_row(row, self._tags_of(self.read_session, [row.id])[row.id])
 
     def stamp(self, task_id: uuid.UUID) -> TaskStamp | None:
         """Two columns of one row by primary key: what a conditional GET needs (no tags)."""
-        session = self.session if self._depth else self.read_session
+        session = self.session if self._depth else outside_transaction(self.read_session)
         found = session.execute(
-            select(TaskRow.version, TaskRow.updated_at).where(
-                TaskRow.id == task_id, TaskRow.workspace_id == self.workspace_id
+            select(_TASKS.c.version, _TASKS.c.updated_at).where(
+                _TASKS.c.id == task_id, _TASKS.c.workspace_id == self.workspace_id
             )
         ).one_or_none()
         return None if found is None else TaskStamp(found.version, found.updated_at)
@@ -424,7 +433,7 @@ class SqlAlchemyTaskRepository(TaskRepository):
                     ),
                 )
             )
-        session = self.session if self._depth else self.read_session
+        session = self.session if self._depth else outside_transaction(self.read_session)
         total = session.scalar(select(func.count()).select_from(TaskRow).where(*conditions))
         order = [_ordering(name, descending) for name, descending in query.sort]
         # Plain rows, not ORM objects: a page is only read, and building (and tracking) an

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
@@ -50,12 +51,17 @@ class WorkspaceRow(Base):
     __table_args__ = (Index(None, "created_at", "id"), Index(None, "shard"))
 
     def to_domain(self) -> Workspace:
-        return Workspace(
-            id=self.id,
-            name=self.name,
-            shard=self.shard,
-            state=WorkspaceState(self.state),
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            version=self.version,
-        )
+        return workspace_from_row(self)
+
+
+def workspace_from_row(row: Any) -> Workspace:
+    """The domain value of a directory entry: an ORM ``WorkspaceRow`` or a plain row."""
+    return Workspace(
+        id=row.id,
+        name=row.name,
+        shard=row.shard,
+        state=WorkspaceState(row.state),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+    )

@@ -20,9 +20,15 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import lock_chain, record_event
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem
-from app.db.shards import ShardRegistry
+from app.db.shards import ShardRegistry, outside_transaction
 from app.tasks.models import TaskRow, TaskTagRow, new_task_id, utc_now
-from app.workspaces.models import DEFAULT_WORKSPACE_ID, Workspace, WorkspaceRow, WorkspaceState
+from app.workspaces.models import (
+    DEFAULT_WORKSPACE_ID,
+    Workspace,
+    WorkspaceRow,
+    WorkspaceState,
+    workspace_from_row,
+)
 from app.workspaces.moves import WorkspaceMoving, take_write_lock
 from app.workspaces.schemas import workspace_name
 
@@ -90,6 +96,9 @@ def place(workspace_id: uuid.UUID, shard_names: list[str]) -> str:
     return sorted(shard_names)[logical_shard(workspace_id) % len(shard_names)]
 
 
+_DIRECTORY = WorkspaceRow.__table__
+
+
 class WorkspaceService:
     def __init__(
         self,
@@ -107,10 +116,15 @@ class WorkspaceService:
         self._new_id = new_id
 
     def get(self, workspace_id: uuid.UUID) -> Workspace:
-        row = self.session.get(WorkspaceRow, workspace_id)
+        # A plain row, not an ORM object: every request on a workspace's tasks starts here.
+        row = (
+            outside_transaction(self.session)
+            .execute(select(_DIRECTORY).where(_DIRECTORY.c.id == workspace_id))
+            .one_or_none()
+        )
         if row is None:
             raise WorkspaceNotFound()
-        return row.to_domain()
+        return workspace_from_row(row)
 
     def list(self, page: int, per_page: int) -> WorkspacePage:
         total = self.session.scalar(select(func.count()).select_from(WorkspaceRow)) or 0
