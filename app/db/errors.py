@@ -3,8 +3,9 @@
 
 Bounded waits make "never a hang" true: a checkout waits at most ``DATABASE_POOL_TIMEOUT`` for a
 free connection, and a new PostgreSQL connection at most as long to connect (``connect_timeout``,
-unless the URL sets its own). ``pool_pre_ping`` replaces a connection the server dropped (restart,
-failover, ``pg_terminate_backend``) at checkout, so the app recovers on its own.
+unless the URL sets its own). A pooled connection the server dropped (restart, failover,
+``pg_terminate_backend``) is replaced at checkout (``app.db.setup``), so the app recovers on its
+own.
 """
 
 from __future__ import annotations
