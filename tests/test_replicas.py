@@ -5,9 +5,12 @@ PostgreSQL primary with a streaming replica that ``scripts/pg-replica`` starts (
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -79,21 +82,32 @@ class _FakeClock:
 
 
 class _FakeEngine:
-    """Answers the lag query with ``lag`` (None: not in recovery), or raises ``error``."""
+    """Answers the state query with ``row``, or raises ``error``."""
 
-    def __init__(self, lag: float | None = 0.0, error: Exception | None = None) -> None:
-        self.lag, self.error, self.connects = lag, error, 0
+    def __init__(self, row: tuple[Any, ...] | None = None, error: Exception | None = None) -> None:
+        self.row, self.error, self.connects = row or _row(), error, 0
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
         self.connects += 1
         if self.error is not None:
             raise self.error
-        yield SimpleNamespace(execute=lambda _query: SimpleNamespace(scalar=lambda: self.lag))
+        yield SimpleNamespace(execute=lambda _query: SimpleNamespace(one=lambda: self.row))
+
+
+def _row(
+    in_recovery: bool = True,
+    pid: int | None = 4242,
+    status: str | None = "streaming",
+    silent: float | None = 0.2,
+    lag: float = 0.0,
+) -> tuple[Any, ...]:
+    """A row of the state query: a healthy replica unless told otherwise."""
+    return in_recovery, pid, status, silent, lag
 
 
 def test_a_replica_within_the_lag_limit_is_usable_and_reports_its_lag() -> None:
-    replica = Replica("shard-a", _FakeEngine(lag=0.5), 1.0, clock=_FakeClock())
+    replica = Replica("shard-a", _FakeEngine(_row(lag=0.5, silent=0.9)), 1.0, clock=_FakeClock())
     assert replica.check_usable() == 0.5
     assert replica.usable() is True
 
@@ -101,11 +115,31 @@ def test_a_replica_within_the_lag_limit_is_usable_and_reports_its_lag() -> None:
 @pytest.mark.parametrize(
     ("engine", "reason"),
     [
-        (_FakeEngine(lag=2.5), r"lagging 2\.5 s \(limit 1 s\)"),
-        (_FakeEngine(lag=None), "not a replica"),
+        (_FakeEngine(_row(lag=2.5)), r"lagging 2\.5 s \(limit 1 s\)"),
+        # What a primary answers: not in recovery, no WAL receiver.
+        (_FakeEngine(_row(False, None, None, None, 0)), "not a replica"),
         (_FakeEngine(error=OperationalError("SELECT 1", {}, Exception("refused"))), "Operational"),
+        # Cut off from the primary: nothing new arrives, so all it received is replayed (lag 0).
+        (_FakeEngine(_row(pid=None, status=None, silent=None)), "WAL receiver not streaming"),
+        (_FakeEngine(_row(status="waiting")), r"WAL receiver not streaming \(waiting\)"),
+        (
+            _FakeEngine(_row(silent=7.5)),
+            r"no message from the primary for 7\.5 s \(limit 1 s\)",
+        ),
+        (_FakeEngine(_row(silent=None)), "not heard from the primary"),
+        # Without pg_read_all_stats the receiver's pid shows, its status and times are NULL.
+        (_FakeEngine(_row(status=None, silent=None)), "needs pg_read_all_stats"),
     ],
-    ids=["lagging", "a primary", "down"],
+    ids=[
+        "lagging",
+        "a primary",
+        "down",
+        "no WAL receiver",
+        "receiver not streaming",
+        "primary silent",
+        "no message yet",
+        "no privilege",
+    ],
 )
 def test_an_unusable_replica_says_why(engine: _FakeEngine, reason: str) -> None:
     replica = Replica("shard-a", engine, 1.0, clock=_FakeClock())
@@ -175,18 +209,26 @@ def migrated(pg_pair: Pair) -> Pair:
 
 
 @pytest.fixture
-def replica_app(migrated: Pair) -> Iterator[Flask]:
-    app = create_app(
-        {
-            "APP_ENV": "testing",
-            "DATABASE_URL": migrated.primary_url,
-            "REPLICA_URLS": f"main={migrated.replica_url}",
-            "REPLICA_MAX_LAG_SECONDS": 0,  # any replay backlog at all: read the primary
-        }
-    )
-    yield app
-    app.extensions["shards"].dispose()
+def make_replica_app(migrated: Pair) -> Iterator[Callable[[float], Flask]]:
+    """Apps reading from the pair's replica, with a given REPLICA_MAX_LAG_SECONDS."""
+    apps: list[Flask] = []
+
+    def make(max_lag: float) -> Flask:
+        config = {"APP_ENV": "testing", "DATABASE_URL": migrated.primary_url}
+        config |= {"REPLICA_URLS": f"main={migrated.replica_url}"}
+        apps.append(create_app(config | {"REPLICA_MAX_LAG_SECONDS": max_lag}))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        app.extensions["shards"].dispose()
     psql(migrated, "replica", "SELECT pg_wal_replay_resume()")
+
+
+@pytest.fixture
+def replica_app(make_replica_app: Callable[[float], Flask]) -> Flask:
+    # The default limit: scripts/pg-replica makes an idle replica hear from its primary every 2 s.
+    return make_replica_app(5)
 
 
 def _statements_on(app: Flask, which: str) -> list[str]:
@@ -244,7 +286,10 @@ def test_a_request_that_wrote_reads_its_write_back_from_the_primary(
 
 
 @pytest.mark.replica
-def test_a_lagging_replica_is_skipped(replica_app: Flask, migrated: Pair) -> None:
+def test_a_lagging_replica_is_skipped(
+    make_replica_app: Callable[[float], Flask], migrated: Pair
+) -> None:
+    replica_app = make_replica_app(0)  # any replay backlog at all: read the primary
     client = replica_app.test_client()
     workspace = client.post("/api/v2/workspaces", json={"name": "lag"}).json
     wait_for_replay(migrated)
@@ -256,6 +301,8 @@ def test_a_lagging_replica_is_skipped(replica_app: Flask, migrated: Pair) -> Non
     replica._last.at = float("-inf")  # forget the state measured before the pause, now
     listed = client.get(tasks)
     assert [t["title"] for t in listed.json["items"]] == ["after the pause"]
+    with pytest.raises(ReplicaUnusable, match="lagging"):
+        replica.check_usable()
     assert client.get("/health/ready").json["checks"]["replica:main"]["status"] == "fail"
 
 
@@ -264,3 +311,114 @@ def test_a_primary_given_as_a_replica_is_never_used(migrated: Pair) -> None:
     app = make_app("testing", REPLICA_URLS=f"shard-a={migrated.primary_url}")
     assert not app.extensions["shards"].replicas["shard-a"].usable()
     app.extensions["shards"].dispose()
+
+
+def _reason_unusable(replica: Replica, timeout: float = 10.0) -> str:
+    """Measure the replica until it is unusable; why. Fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            replica.check_usable_now()
+        except ReplicaUnusable as exc:
+            return str(exc)
+        assert time.monotonic() < deadline, f"the replica stayed usable for {timeout:g} s"
+        time.sleep(0.05)
+
+
+def _wait_usable(replica: Replica, timeout: float = 10.0) -> None:
+    """Measure the replica until it is usable. Fails after `timeout` seconds, saying why not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            replica.check_usable_now()
+            return
+        except ReplicaUnusable:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _set_primary_conninfo(pair: Pair, conninfo: str) -> None:
+    """Point the replica's WAL receiver elsewhere: PostgreSQL 13+ restarts it on reload."""
+    psql(pair, "replica", f"ALTER SYSTEM SET primary_conninfo = {_sql_literal(conninfo)}")
+    psql(pair, "replica", "SELECT pg_reload_conf()")
+
+
+@pytest.mark.replica
+def test_a_replica_cut_off_from_its_primary_is_skipped_until_it_streams_again(
+    replica_app: Flask, migrated: Pair
+) -> None:
+    client = replica_app.test_client()
+    workspace = client.post("/api/v2/workspaces", json={"name": "cut off"}).json
+    tasks = f"/api/v2/workspaces/{workspace['id']}/tasks"
+    replica = replica_app.extensions["shards"].replicas["main"]
+    wait_for_replay(migrated)
+    _wait_usable(replica)
+    conninfo = psql(migrated, "replica", "SHOW primary_conninfo")
+    try:
+        # The replica loses its primary: nothing new arrives, so it has replayed all it received.
+        _set_primary_conninfo(migrated, f"host=127.0.0.1 port={_closed_port()} user=postgres")
+        assert "WAL receiver not streaming" in _reason_unusable(replica)
+        assert client.post(tasks, json={"title": "not on the replica"}).status_code == 201
+        on_replica = _statements_on(replica_app, "replica")
+        listed = client.get(tasks)  # from the primary: the replica would miss the new task
+        assert [t["title"] for t in listed.json["items"]] == ["not on the replica"]
+        assert not any("FROM tasks" in s for s in on_replica)
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200  # reads fall back to the primary: still ready
+        assert ready.json["checks"]["replica:main"]["status"] == "fail"
+        assert ready.json["checks"]["replica:main"]["critical"] is False
+    finally:
+        _set_primary_conninfo(migrated, conninfo)
+        _wait_usable(replica)  # streaming again, for this test and the next ones
+    wait_for_replay(migrated)
+    listed = client.get(tasks)
+    assert [t["title"] for t in listed.json["items"]] == ["not on the replica"]
+    assert any("FROM tasks" in s for s in on_replica), "the list was read from the replica"
+    assert client.get("/health/ready").json["checks"]["replica:main"]["status"] == "ok"
+
+
+@pytest.mark.replica
+def test_a_replica_that_stops_hearing_from_its_primary_is_skipped(
+    make_replica_app: Callable[[float], Flask], migrated: Pair
+) -> None:
+    # A network partition, short of the receiver's own timeout (wal_receiver_timeout=4s): the
+    # receiver still says "streaming" while it hears nothing. Freezing the primary's WAL sender
+    # (SIGSTOP) does that; it holds no lock while idle, and is resumed within about a second.
+    app = make_replica_app(1)
+    replica = app.extensions["shards"].replicas["main"]
+    (walsender,) = map(
+        int, psql(migrated, "primary", "SELECT pid FROM pg_stat_replication").split()
+    )
+    psql(migrated, "primary", "SELECT pg_current_xact_id()")  # WAL: the replica hears it now
+    wait_for_replay(migrated)
+    _wait_usable(replica, timeout=3)
+    os.kill(walsender, signal.SIGSTOP)
+    try:
+        reason = _reason_unusable(replica, timeout=3)
+    finally:
+        os.kill(walsender, signal.SIGCONT)
+    assert reason.startswith("no message from the primary for "), reason
+    _wait_usable(replica)
+
+
+@pytest.mark.replica
+def test_a_replica_user_without_pg_read_all_stats_is_not_trusted(migrated: Pair) -> None:
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    psql(migrated, "primary", f"CREATE ROLE {role} LOGIN")  # roles replicate to the replica
+    wait_for_replay(migrated)
+    engine = create_engine(migrated.replica_url.replace("//postgres@", f"//{role}@", 1))
+    replica = Replica("main", engine, 5)
+    try:
+        # It could see the replay positions but not the WAL receiver: not assumed healthy.
+        assert "needs pg_read_all_stats" in _reason_unusable(replica, timeout=0)
+        psql(migrated, "primary", f"GRANT pg_read_all_stats TO {role}")
+        wait_for_replay(migrated)
+        _wait_usable(replica)
+    finally:
+        engine.dispose()
+        psql(migrated, "primary", f"DROP ROLE {role}")
