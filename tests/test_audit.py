@@ -70,6 +70,29 @@ def task_events(client: FlaskClient, workspace: str) -> list[dict]:
     return events(client, workspace, "entity_type=task")
 
 
+def verify(client: FlaskClient, workspace: str, query: str = "") -> dict[str, Any]:
+    """One call of the (admin) verify endpoint."""
+    response = client.get(f"{workspace}/audit/verify{'?' + query if query else ''}", headers=BEARER)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def verify_in_pieces(client: FlaskClient, url: str) -> list[dict[str, Any]]:
+    """Follow ``next`` from ``url`` until nothing is left: every call's answer."""
+    pieces: list[dict[str, Any]] = []
+    next_url: str | None = url
+    while next_url:
+        response = client.get(next_url, headers=BEARER)
+        assert response.status_code == 200, response.json
+        pieces.append(response.json)
+        next_url = response.json["next"]
+        if next_url:
+            assert response.headers["Link"] == f'<{next_url}>; rel="next"'
+        else:
+            assert "Link" not in response.headers
+    return pieces
+
+
 def engines(app: Flask) -> dict[str | None, Engine]:
     return app.extensions["shards"].all_engines()
 
@@ -412,7 +435,7 @@ def test_verify_finds_a_tampered_event(app: Flask, client: FlaskClient, tamperin
     task = client.post(tasks, json={"title": "x"}).json
     client.patch(f"{tasks}/{task['id']}", json={"title": "y"})
     client.patch(f"{tasks}/{task['id']}", json={"title": "z"})
-    verified = client.get(f"{workspace}/audit/verify").json
+    verified = verify(client, workspace)
     assert verified["ok"] is True
     assert verified["events"] == 4
 
@@ -452,17 +475,30 @@ def test_verify_finds_a_tampered_event(app: Flask, client: FlaskClient, tamperin
             id=_id_param(engine, second["id"]),
         )
         broken, reason = third["id"], "prev_hash"
-    report = client.get(f"{workspace}/audit/verify").json
+    report = verify(client, workspace)
     assert report["ok"] is False
     [chain] = [c for c in report["chains"] if not c["ok"]]
     assert chain["broken_event_id"] == broken
     assert reason in chain["reason"]
     assert first["id"] != broken
+    # Checked one event per call, the chain breaks at the same event: a piece links its first
+    # event to the stored hash of the one before it.
+    pieces = verify_in_pieces(client, f"{workspace}/audit/verify?limit=1")
+    assert [piece["events"] for piece in pieces] == [1] * len(pieces)
+    [failed] = [c for piece in pieces for c in piece["chains"] if not c["ok"]]
+    assert (failed["broken_event_id"], failed["reason"]) == (broken, chain["reason"])
+    assert pieces[-1]["chains"] == [failed]  # nothing is offered past a broken event
+    # Starting at the broken event finds it too (for a deleted one: its successor's gap).
+    started_there = verify(client, workspace, f"since={broken}")["chains"]
+    assert [c["broken_event_id"] for c in started_there] == [broken]
+    assert reason in started_there[0]["reason"]
+    if tampering == "edit":  # a piece trusts the stored hash before it: the piece before checks
+        assert verify(client, workspace, f"since={third['id']}")["ok"] is True  # its content
 
 
 @pytest.mark.skipif(not POSTGRES_ADMIN_URL, reason="parallel writers need PostgreSQL")
 def test_parallel_writers_never_fork_the_chain() -> None:
-    app = make_app("testing")
+    app = make_app("testing", ADMIN_TOKEN=ADMIN_TOKEN)
     client = app.test_client()
     workspace = new_workspace(client)
     tasks = f"{workspace}/tasks"
@@ -502,7 +538,131 @@ def test_parallel_writers_never_fork_the_chain() -> None:
     assert len(found) == 1 + 4 * 4 + 4 * 4 * 2
     assert sorted(e["sequence"] for e in found) == list(range(1, len(found) + 1))
     assert len({e["prev_hash"] for e in found}) == len(found)  # no two events share a parent
-    assert client.get(f"{workspace}/audit/verify").json["ok"] is True
+    assert verify(client, workspace)["ok"] is True
+
+
+# --- Verify: admin only, a bounded piece per call ------------------------------------------------
+
+
+def test_verify_is_an_admin_endpoint(client: FlaskClient) -> None:
+    workspace = new_workspace(client)
+    url = f"{workspace}/audit/verify"
+    for headers in ({}, {"Authorization": f"Bearer {ADMIN_TOKEN}x"}):
+        for query in ("", "?limit=0", "?unknown=1"):  # the token first: strangers learn nothing
+            response = client.get(url + query, headers=headers)
+            assert response.status_code == 401
+            assert response.json["type"] == "/problems/admin-authentication-required"
+    # Without ADMIN_TOKEN there is no such endpoint: the very answer of an unknown URL.
+    off = make_app("testing").test_client()
+    hidden = off.get(f"{new_workspace(off)}/audit/verify", headers=BEARER)
+    unknown = off.get("/api/v2/nothing-here")
+    assert hidden.status_code == unknown.status_code == 404
+    assert (hidden.json["title"], hidden.json["detail"]) == (
+        unknown.json["title"],
+        unknown.json["detail"],
+    )
+
+
+def test_verify_checks_at_most_limit_events_per_call_and_the_pieces_link_up(
+    client: FlaskClient,
+) -> None:
+    workspace = new_workspace(client)
+    for number in range(6):
+        client.post(f"{workspace}/tasks", json={"title": f"t{number}"})
+    whole = verify(client, workspace)
+    assert (whole["ok"], whole["events"], whole["next_cursor"], whole["next"]) == (
+        True,
+        7,
+        None,
+        None,
+    )
+    assert [c["events"] for c in whole["chains"]] == [1, 6]  # the control database's, the shard's
+    pieces = verify_in_pieces(client, f"{workspace}/audit/verify?limit=2")
+    assert [piece["events"] for piece in pieces] == [2, 2, 2, 1]
+    assert all(piece["ok"] for piece in pieces)
+    # The first call took the control chain's event and the shard chain's first; each next one
+    # went on where the previous stopped, to the same last events as one pass.
+    assert [[c["events"] for c in piece["chains"]] for piece in pieces] == [[1, 1], [2], [2], [1]]
+    last = {c["database"]: c["last_event_id"] for piece in pieces for c in piece["chains"]}
+    assert last == {c["database"]: c["last_event_id"] for c in whole["chains"]}
+    assert all("limit=2" in piece["next"] for piece in pieces[:-1])
+
+
+def test_since_and_until_check_part_of_one_chain(client: FlaskClient) -> None:
+    workspace = new_workspace(client)
+    for number in range(5):
+        client.post(f"{workspace}/tasks", json={"title": f"t{number}"})
+    chain = list(reversed(task_events(client, workspace)))  # sequences 1 to 5
+    ids = [event["id"] for event in chain]
+
+    def checked(query: str) -> tuple[int, str, str | None]:
+        report = verify(client, workspace, query)
+        assert report["ok"] is True
+        [only] = report["chains"]
+        assert only["database"] == chain[0]["database"]
+        return only["events"], only["last_event_id"], report["next"]
+
+    assert checked(f"since={ids[2]}") == (3, ids[4], None)
+    assert checked(f"until={ids[1]}") == (2, ids[1], None)
+    assert checked(f"since={ids[1]}&until={ids[3]}") == (3, ids[3], None)
+    assert checked(f"since={ids[3]}&until={ids[3]}") == (1, ids[3], None)
+    assert checked(f"since={ids[0]}&until={ids[2]}&limit=3") == (3, ids[2], None)
+    # A range in pieces: the cursor keeps the range's end.
+    count, last, next_url = checked(f"since={ids[0]}&until={ids[3]}&limit=3")
+    assert (count, last) == (3, ids[2])
+    assert next_url is not None
+    assert "since=" not in next_url
+    assert "until=" not in next_url
+    rest = client.get(next_url, headers=BEARER).json
+    assert [(c["events"], c["last_event_id"]) for c in rest["chains"]] == [(1, ids[3])]
+    assert rest["next"] is None
+    # The workspace's own events are in the control database's chain.
+    [created] = events(client, workspace, "entity_type=workspace")
+    assert verify(client, workspace, f"until={created['id']}")["chains"][0]["database"] == "control"
+
+
+def _verify_cursor(position: Any) -> str:
+    raw = json.dumps({"k": "verify", "p": position}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_bad_verify_parameters_are_a_400(client: FlaskClient) -> None:
+    workspace = new_workspace(client)
+    client.post(f"{workspace}/tasks", json={"title": "x"})
+    client.post(f"{workspace}/tasks", json={"title": "y"})
+    second_task, first_task, created = events(client, workspace)
+    other = events(client, new_workspace(client, "other"))[0]["id"]
+    piece_cursor = verify(client, workspace, "limit=1")["next_cursor"]
+    list_cursor = client.get(f"{workspace}/audit?limit=1").json["next_cursor"]
+    cases = {
+        "since=x": "since",
+        f"since={first_task['id'].upper()}": "since",  # not the canonical form
+        f"until={uuid.uuid4()}": "until",  # a UUIDv4: not an event id
+        f"until={new_task_id()}": "until",  # no such event
+        f"since={other}": "since",  # another workspace's event
+        f"since={second_task['id']}&until={first_task['id']}": "until",  # out of order
+        f"since={created['id']}&until={second_task['id']}": "until",  # two chains
+        f"since={created['id']}&since={created['id']}": "since",
+        f"cursor={piece_cursor}&since={created['id']}": "cursor",
+        "cursor=garbage": "cursor",
+        f"cursor={list_cursor}": "cursor",  # another endpoint's
+        f"cursor={_verify_cursor([['nowhere', 1, None]])}": "cursor",
+        f"cursor={_verify_cursor([['control', 0, None]])}": "cursor",
+        f"cursor={_verify_cursor([['control', 1, 2**63]])}": "cursor",
+        f"cursor={_verify_cursor([['control', 1, None], ['control', 1, None]])}": "cursor",
+        f"cursor={_verify_cursor([])}": "cursor",
+        f"cursor={_verify_cursor('control')}": "cursor",
+        "limit=0": "limit",
+        "limit=10001": "limit",
+        "unknown=1": "unknown",
+    }
+    for query, parameter in cases.items():
+        response = client.get(f"{workspace}/audit/verify?{query}", headers=BEARER)
+        assert response.status_code == 400, (query, response.json)
+        assert response.json["type"] == "/problems/validation-error"
+        assert parameter in {error["parameter"] for error in response.json["errors"]}, query
+    assert verify(client, workspace, "limit=10000")["events"] == 3
+    assert verify(client, workspace, f"cursor={piece_cursor}")["events"] == 2
 
 
 # --- Query API ------------------------------------------------------------------------------------
@@ -586,7 +746,7 @@ def test_bad_query_parameters_are_a_400(client: FlaskClient, query: str, paramet
 def test_unknown_workspace_is_a_404_on_every_audit_route(client: FlaskClient) -> None:
     missing = f"{WORKSPACES}/{new_task_id()}"
     for path in ("/audit", "/audit/verify", f"/tasks/{new_task_id()}/history"):
-        response = client.get(missing + path)
+        response = client.get(missing + path, headers=BEARER)
         assert response.status_code == 404
         assert response.json["type"] == "/problems/workspace-not-found"
 
@@ -598,7 +758,12 @@ def test_a_workspace_never_shows_another_workspaces_events(client: FlaskClient) 
     assert events(client, mine, "entity_type=task") == []
     assert events(client, mine, f"entity_id={secret['id']}") == []
     assert client.get(f"{mine}/tasks/{secret['id']}/history").status_code == 404
-    assert client.get(f"{mine}/audit/verify").json["events"] == 1  # its own creation only
+    assert verify(client, mine)["events"] == 1  # its own creation only
+    # Their event ids are not events of mine.
+    secret_event = events(client, theirs, "entity_type=task")[0]["id"]
+    assert client.get(f"{mine}/audit/verify?since={secret_event}", headers=BEARER).json[
+        "errors"
+    ] == [{"parameter": "since", "detail": "is not an event of this workspace"}]
     # Another workspace's cursor is just a position: it reveals nothing of the other one.
     page = client.get(f"{theirs}/audit?limit=1").json
     assert client.get(f"{mine}/audit?cursor={page['next_cursor']}").json["items"] in (

@@ -280,11 +280,6 @@ AUDIT_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
         ],
         404: lambda c: c.client.get(f"{c.missing_workspace}/audit"),
     },
-    ("get", f"{AUDIT}/verify"): {
-        200: lambda c: c.client.get(f"{c.workspace}/audit/verify"),
-        400: unknown_parameter(lambda c: f"{c.workspace}/audit/verify"),
-        404: lambda c: c.client.get(f"{c.missing_workspace}/audit/verify"),
-    },
     ("get", "/api/v2/workspaces/{workspace_id}/tasks/{task_id}/history"): {
         200: lambda c: (  # a second event: a next page, so Link
             c.client.patch(c.url, json={"title": "changed"}),
@@ -426,6 +421,15 @@ ADMIN_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
         404: [
             lambda c: c.client.get(f"{c.missing_workspace}/export", headers=ADMIN),
             admin_off("get", lambda c: f"{c.workspace}/export"),
+        ],
+    },
+    ("get", f"{AUDIT}/verify"): {
+        # One event per call, of two (the workspace's and the task's): a next piece, so Link.
+        200: lambda c: c.client.get(f"{c.workspace}/audit/verify?limit=1", headers=ADMIN),
+        **admin_gate("get", lambda c: f"{c.workspace}/audit/verify"),
+        404: [
+            lambda c: c.client.get(f"{c.missing_workspace}/audit/verify", headers=ADMIN),
+            admin_off("get", lambda c: f"{c.workspace}/audit/verify"),
         ],
     },
     ("post", IMPORT): {

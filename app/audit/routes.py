@@ -1,30 +1,37 @@
 """``/api/v2/workspaces/{workspace_id}/audit`` (query and verify) and a task's history. Read-only:
 the audit log has no write, update or delete route; events are written by the writes themselves.
+
+Verify is an admin endpoint (chapter 4 gives it a role): it makes the server hash events, so only
+an admin may ask, and at most ``limit`` events per call.
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, request
 from flask_restx import Namespace
 
-from app.api.models import QUERY_ERROR, problem
+from app.api.models import problem
 from app.api.resource import ApiResource
 from app.audit.schemas import (
     LIST_PARAMS,
     MODELS,
     PAGE_PARAMS,
+    VERIFY_PARAMS,
     audit_page,
     audit_verification,
     event_to_dict,
     parse_history_params,
     parse_list_params,
+    parse_verify_params,
     verification_to_dict,
 )
 from app.audit.service import ADMIN, AuditLog, EventPage, current_actor
 from app.audit.tasks import TASK
+from app.core.admin import SECURITY_SCHEME, require_admin
 from app.core.http_cache import json_response
 from app.db import db
 from app.db.shards import shard_session, shards
@@ -60,13 +67,19 @@ def audit_log(workspace_id: uuid.UUID, *, read: bool = True) -> AuditLog:
     return AuditLog(workspace.id, databases)
 
 
+def _next_url(cursor: str | None, replaced: frozenset[str] = frozenset({"cursor"})) -> str | None:
+    """This request's URL with ``cursor`` instead of the parameters it replaces."""
+    if cursor is None:
+        return None
+    others = [(k, v) for k, v in request.args.items(multi=True) if k not in replaced]
+    return f"{request.path}?{urlencode([*others, ('cursor', cursor)])}"
+
+
 def _page_response(page: EventPage) -> Response:
     show_ip = current_actor() == ADMIN  # an address is personal data: admins only
-    next_url = None
+    next_url = _next_url(page.next_cursor)
     headers: dict[str, str] = {}
-    if page.next_cursor is not None:
-        others = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
-        next_url = f"{request.path}?{urlencode([*others, ('cursor', page.next_cursor)])}"
+    if next_url is not None:
         headers["Link"] = f'<{next_url}>; rel="next"'
     body = {
         "items": [event_to_dict(event, show_client_ip=show_ip) for event in page.items],
@@ -98,18 +111,43 @@ class AuditEvents(ApiResource):
 @ns.route("/audit/verify")
 @ns.param("workspace_id", **_WORKSPACE_PARAM)
 class AuditVerification(ApiResource):
+    query_parameters = {"get": frozenset(VERIFY_PARAMS)}
+
+    def dispatch_request(self, *args: Any, **kwargs: Any) -> Any:
+        # Before the unknown-parameter check: without ADMIN_TOKEN this endpoint is not there.
+        require_admin()
+        return super().dispatch_request(*args, **kwargs)
+
     @ns.doc(
         "verify_audit_log",
-        description="Recompute the workspace's hash chains (control database and shard) from "
-        "the first event: ok, or the first event that does not verify and why. A broken chain "
-        "is a 200 with ok false: the check itself succeeded.",
+        description="Admin only. Recompute the workspace's hash chains (control database and "
+        "shard), at most `limit` events per call: ok, or the first event that does not verify "
+        "and why. Without since/until every chain is checked from its first event; since and "
+        "until (event ids, inclusive) check part of the one chain holding them. Follow `next` "
+        "until it is null to check the rest: a piece links its first event to the stored hash "
+        "of the event before it, so the pieces check what one pass would. A broken chain is a "
+        "200 with ok false: the check itself succeeded.",
+        params=VERIFY_PARAMS,
+        security=SECURITY_SCHEME,
     )
-    @ns.response(200, "The verification", audit_verification)
-    @ns.response(400, QUERY_ERROR, problem)
-    @ns.response(404, "No such workspace", problem)
+    @ns.response(200, "The verification", audit_verification, headers=_LINK_HEADER)
+    @ns.response(
+        400,
+        "A query parameter is invalid or unknown, since or until is not an event of this "
+        "workspace, or they are not in order in one chain; errors lists each",
+        problem,
+    )
+    @ns.response(401, "No or a wrong admin token (WWW-Authenticate says how to send one)", problem)
+    @ns.response(404, "No such workspace; or ADMIN_TOKEN is not configured", problem)
     def get(self, workspace_id: uuid.UUID) -> Response:
-        reports = audit_log(workspace_id, read=False).verify()
-        return json_response(verification_to_dict(reports), etag=False)
+        limit, since, until, cursor = parse_verify_params(request.args)
+        verification = audit_log(workspace_id, read=False).verify(
+            limit, since=since, until=until, cursor=cursor
+        )
+        next_url = _next_url(verification.next_cursor, frozenset({"cursor", "since", "until"}))
+        headers = {"Link": f'<{next_url}>; rel="next"'} if next_url is not None else {}
+        body = verification_to_dict(verification, next_url)
+        return json_response(body, headers=headers, etag=False)
 
 
 @ns.route("/tasks/<uuid:task_id>/history")

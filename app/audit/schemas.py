@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from flask_restx import Model, fields
 from werkzeug.datastructures import MultiDict
 
-from app.audit.service import LIMIT_DEFAULT, LIMIT_MAX, AuditEvent, ChainReport, EventFilter
+from app.audit.service import (
+    LIMIT_DEFAULT,
+    LIMIT_MAX,
+    VERIFY_LIMIT_DEFAULT,
+    VERIFY_LIMIT_MAX,
+    AuditEvent,
+    EventFilter,
+    Verification,
+)
 from app.core.errors import ValidationProblem
 from app.tasks.schemas import DATETIME_RULE, NullableString, int_param, iso_utc, parse_datetime
 
 _NAME = re.compile(r"[a-z][a-z0-9_.]{0,49}")  # action, entity_type, actor
 _ENTITY_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+# An event id as the API writes it: a UUIDv7, lower-case, hyphenated.
+_EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+_EVENT_ID_RULE = "must be an audit event id: a UUIDv7 in canonical form (lower-case, hyphenated)"
 
 PAGE_PARAMS: dict[str, dict[str, Any]] = {
     "limit": {
@@ -49,6 +61,36 @@ FILTER_PARAMS: dict[str, dict[str, Any]] = {
     },
 }
 LIST_PARAMS = {**FILTER_PARAMS, **PAGE_PARAMS}
+_EVENT_ID_EXAMPLE = "01a19b7d-90e0-7ced-8f5b-e2db23a6513e"
+VERIFY_PARAMS: dict[str, dict[str, Any]] = {
+    "since": {
+        "in": "query",
+        "type": "string",
+        "format": "uuid",
+        "description": "Start at this event (inclusive) and check only its chain; its link to "
+        "the event before it is checked too",
+        "x-example": _EVENT_ID_EXAMPLE,
+    },
+    "until": {
+        "in": "query",
+        "type": "string",
+        "format": "uuid",
+        "description": "Stop after this event (inclusive); with since, an event of the same chain",
+    },
+    "limit": {
+        "in": "query",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": VERIFY_LIMIT_MAX,
+        "default": VERIFY_LIMIT_DEFAULT,
+        "description": "Events checked by this call, over every chain; follow `next` for the rest",
+    },
+    "cursor": {
+        "in": "query",
+        "type": "string",
+        "description": "Opaque: the `next_cursor` of the previous call (not with since or until)",
+    },
+}
 
 audit_event = Model(
     "AuditEvent",
@@ -91,18 +133,29 @@ chain_report = Model(
     "AuditChainReport",
     {
         "database": fields.String(example="control"),
-        "events": fields.Integer(description="Events checked", example=3),
+        "events": fields.Integer(description="Events checked by this call", example=3),
         "ok": fields.Boolean(example=True),
         "broken_event_id": NullableString(description="The first event that does not verify"),
         "reason": NullableString(description="Why it does not"),
+        "last_event_id": NullableString(
+            description="The last event checked: where this call stopped in the chain"
+        ),
     },
 )
 audit_verification = Model(
     "AuditVerification",
     {
-        "ok": fields.Boolean(description="Every chain verifies", example=True),
+        "ok": fields.Boolean(
+            description="No event checked by this call breaks its chain (the whole log "
+            "verifies when every call up to next: null said ok)",
+            example=True,
+        ),
         "events": fields.Integer(description="Events checked, over every chain", example=3),
         "chains": fields.List(fields.Nested(chain_report)),
+        "next_cursor": NullableString(
+            description="Pass as cursor to check the rest; null: nothing is left to check"
+        ),
+        "next": NullableString(description="URL checking the rest; null when nothing is left"),
     },
 )
 MODELS = (audit_event, audit_page, chain_report, audit_verification)
@@ -157,6 +210,28 @@ def parse_history_params(args: MultiDict[str, str]) -> tuple[int, str | None]:
     return limit, cursor
 
 
+def parse_verify_params(
+    args: MultiDict[str, str],
+) -> tuple[int, uuid.UUID | None, uuid.UUID | None, str | None]:
+    """``limit``, ``since``, ``until`` and ``cursor`` of ``GET .../audit/verify``, or one 400
+    problem listing every bad one."""
+    errors: list[dict[str, str]] = []
+    _once(args, list(VERIFY_PARAMS), errors)
+    limit = int_param(args, "limit", VERIFY_LIMIT_DEFAULT, 1, VERIFY_LIMIT_MAX, errors)
+    bounds: dict[str, uuid.UUID | None] = {}
+    for name in ("since", "until"):
+        raw = args.get(name)
+        bounds[name] = None if raw is None or not _EVENT_ID.fullmatch(raw) else uuid.UUID(raw)
+        if raw is not None and bounds[name] is None:
+            errors.append({"parameter": name, "detail": _EVENT_ID_RULE})
+    cursor = args.get("cursor")
+    if cursor is not None and ("since" in args or "until" in args):
+        errors.append({"parameter": "cursor", "detail": "holds the range: not with since or until"})
+    if errors:
+        raise ValidationProblem(errors, status=400)
+    return limit, bounds["since"], bounds["until"], cursor
+
+
 def event_to_dict(event: AuditEvent, *, show_client_ip: bool) -> dict[str, Any]:
     return {
         "id": str(event.id),
@@ -176,7 +251,8 @@ def event_to_dict(event: AuditEvent, *, show_client_ip: bool) -> dict[str, Any]:
     }
 
 
-def verification_to_dict(reports: list[ChainReport]) -> dict[str, Any]:
+def verification_to_dict(verification: Verification, next_url: str | None) -> dict[str, Any]:
+    reports = verification.chains
     return {
         "ok": all(report.ok for report in reports),
         "events": sum(report.events for report in reports),
@@ -185,11 +261,16 @@ def verification_to_dict(reports: list[ChainReport]) -> dict[str, Any]:
                 "database": report.database,
                 "events": report.events,
                 "ok": report.ok,
-                "broken_event_id": None
-                if report.broken_event_id is None
-                else str(report.broken_event_id),
+                "broken_event_id": _id_or_none(report.broken_event_id),
                 "reason": report.reason,
+                "last_event_id": _id_or_none(report.last_event_id),
             }
             for report in reports
         ],
+        "next_cursor": verification.next_cursor,
+        "next": next_url,
     }
+
+
+def _id_or_none(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)

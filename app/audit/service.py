@@ -15,6 +15,11 @@ Chains
     both append to the same hash and fork the chain; a unique (workspace, sequence) index backs
     that up. What a chain cannot show is its newest events being cut off: anchoring the head
     elsewhere (a backup, a log line) is the way to catch that.
+
+Verifying
+    ``AuditLog.verify`` recomputes the chains a bounded piece at a time (``limit`` events per
+    call): a piece that starts mid-chain links its first event to the stored hash of the event
+    before it, so consecutive pieces check exactly what one pass from the genesis would.
 """
 
 from __future__ import annotations
@@ -298,15 +303,16 @@ class EventPage:
     next_cursor: str | None
 
 
-def encode_cursor(kind: str, position: str | int) -> str:
+def encode_cursor(kind: str, position: Any) -> str:
+    """An opaque cursor holding ``position`` (any JSON value) for endpoint ``kind``."""
     raw = json.dumps({"k": kind, "p": position}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str, kind: str) -> Any:
+def decode_cursor(cursor: str, kind: str, max_length: int = 200) -> Any:
     """The position a cursor of this kind holds; a 400 problem for anything else."""
     try:
-        if len(cursor) > 200:
+        if len(cursor) > max_length:
             raise ValueError
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
@@ -319,16 +325,42 @@ def decode_cursor(cursor: str, kind: str) -> Any:
         ) from None
 
 
+VERIFY_LIMIT_DEFAULT = 1000
+VERIFY_LIMIT_MAX = 10_000
+_FOREIGN_CURSOR = "is not a cursor this endpoint issued"
+
+
 @dataclass(frozen=True)
 class ChainReport:
     database: str
-    events: int
+    events: int  # checked by this piece
     broken_event_id: uuid.UUID | None = None
     reason: str | None = None
+    last_event_id: uuid.UUID | None = None  # the last event checked: where this piece stopped
 
     @property
     def ok(self) -> bool:
         return self.broken_event_id is None
+
+
+@dataclass(frozen=True)
+class ChainRange:
+    """A piece of one chain to check: sequences ``first`` through ``last`` (None: its end)."""
+
+    database: str
+    first: int = 1
+    last: int | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    chains: list[ChainReport]
+    next_cursor: str | None  # the rest, for the next call; None: nothing is left to check
+
+
+def _is_sequence(value: Any) -> bool:
+    # A sequence number is a 64-bit integer in every database: a bigger one is not ours.
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**63
 
 
 class AuditLog:
@@ -403,40 +435,174 @@ class AuditLog:
         more = len(found) > limit
         return EventPage(page, encode_cursor("history", page[-1].sequence) if more else None)
 
-    def verify(self) -> list[ChainReport]:
-        """Recompute every chain of the workspace; each report names its first broken event."""
-        return [
-            verify_chain(label, self._in_order(session))
-            for label, session in self.databases.items()
-        ]
+    def verify(
+        self,
+        limit: int = VERIFY_LIMIT_DEFAULT,
+        *,
+        since: uuid.UUID | None = None,
+        until: uuid.UUID | None = None,
+        cursor: str | None = None,
+    ) -> Verification:
+        """Recompute at most ``limit`` events' links and hashes, chain after chain: every chain
+        of the workspace from its first event; or, in the one chain holding them, from event
+        ``since`` and/or through event ``until`` (both inclusive); or the rest a previous call's
+        ``next_cursor`` names. A chain's report stops at its first broken event."""
+        if cursor is not None:
+            pending = self._ranges_from_cursor(cursor)
+        elif since is not None or until is not None:
+            pending = [self._range_between(since, until)]
+        else:
+            pending = [ChainRange(label) for label in self.databases]
+        reports: list[ChainReport] = []
+        budget = limit
+        while pending and budget > 0:
+            piece = pending.pop(0)
+            report = self._verify_range(piece, budget)
+            reports.append(report)
+            budget -= report.events
+            if report.ok and budget == 0:  # stopped by the limit: is there more of it?
+                rest = ChainRange(piece.database, piece.first + report.events, piece.last)
+                if self._has_events(rest):
+                    pending.insert(0, rest)
+        position = [[piece.database, piece.first, piece.last] for piece in pending]
+        return Verification(reports, encode_cursor("verify", position) if pending else None)
 
-    def _in_order(self, session: Session, batch: int = 500) -> Iterator[AuditEventRow]:
-        """The chain's events by sequence, a batch at a time (keyset: no cursor left open)."""
-        after: int | None = None
-        while True:
-            statement = self._scoped().order_by(AuditEventRow.sequence).limit(batch)
-            if after is not None:
-                statement = statement.where(AuditEventRow.sequence > after)
-            rows = session.scalars(statement).all()
+    def _in_workspace(self) -> ColumnElement[bool]:
+        return AuditEventRow.workspace_id == self.workspace_id
+
+    def _verify_range(self, piece: ChainRange, limit: int) -> ChainReport:
+        session = self.databases[piece.database]
+        previous_hash: str | None = GENESIS_HASH
+        if piece.first > 1:  # mid-chain: link the first event to its predecessor's stored hash
+            previous_hash = session.scalar(
+                select(AuditEventRow.hash).where(
+                    self._in_workspace(), AuditEventRow.sequence == piece.first - 1
+                )
+            )
+        rows = self._in_order(session, piece.first, piece.last, limit)
+        return verify_chain(
+            piece.database, rows, previous_hash=previous_hash, first_sequence=piece.first
+        )
+
+    def _in_order(
+        self, session: Session, first: int, last: int | None, limit: int, batch: int = 500
+    ) -> Iterator[AuditEventRow]:
+        """Up to ``limit`` of the chain's events from sequence ``first`` through ``last``, by
+        sequence, a batch at a time (keyset: no cursor left open)."""
+        after = first - 1
+        while limit > 0:
+            size = min(batch, limit)
+            statement = self._scoped(AuditEventRow.sequence > after)
+            if last is not None:
+                statement = statement.where(AuditEventRow.sequence <= last)
+            rows = session.scalars(statement.order_by(AuditEventRow.sequence).limit(size)).all()
             yield from rows
-            if len(rows) < batch:
+            if len(rows) < size:
                 return
-            after = rows[-1].sequence
+            after, limit = rows[-1].sequence, limit - size
+
+    def _has_events(self, piece: ChainRange) -> bool:
+        statement = select(AuditEventRow.id).where(
+            self._in_workspace(), AuditEventRow.sequence >= piece.first
+        )
+        if piece.last is not None:
+            statement = statement.where(AuditEventRow.sequence <= piece.last)
+        return self.databases[piece.database].scalar(statement.limit(1)) is not None
+
+    def _locate(self, event_id: uuid.UUID) -> tuple[str, int] | None:
+        """The chain (database) and position of one of the workspace's events."""
+        for label, session in self.databases.items():
+            sequence = session.scalar(
+                select(AuditEventRow.sequence).where(
+                    self._in_workspace(), AuditEventRow.id == event_id
+                )
+            )
+            if sequence is not None:
+                return label, sequence
+        return None
+
+    def _range_between(self, since: uuid.UUID | None, until: uuid.UUID | None) -> ChainRange:
+        errors: list[dict[str, str]] = []
+        found: dict[str, tuple[str, int]] = {}
+        for name, event_id in (("since", since), ("until", until)):
+            if event_id is None:
+                continue
+            place = self._locate(event_id)
+            if place is None:
+                errors.append({"parameter": name, "detail": "is not an event of this workspace"})
+            else:
+                found[name] = place
+        start, end = found.get("since"), found.get("until")
+        if start is not None and end is not None:
+            if start[0] != end[0]:
+                errors.append(
+                    {
+                        "parameter": "until",
+                        "detail": f"is in the {end[0]} database's chain, since in the "
+                        f"{start[0]} database's: give events of one chain",
+                    }
+                )
+            elif end[1] < start[1]:
+                errors.append({"parameter": "until", "detail": "comes before since in its chain"})
+        if errors:
+            raise ValidationProblem(errors, status=400)
+        chain = start or end
+        assert chain is not None, "called with since or until"
+        return ChainRange(chain[0], start[1] if start else 1, end[1] if end else None)
+
+    def _ranges_from_cursor(self, cursor: str) -> list[ChainRange]:
+        # Room for two chains with 64-character shard names and 19-digit sequences.
+        position = decode_cursor(cursor, "verify", max_length=400)
+        ranges: list[ChainRange] = []
+        items = position if isinstance(position, list) else []
+        for item in items:
+            if not (isinstance(item, list) and len(item) == 3):
+                break
+            database, first, last = item
+            if (
+                not isinstance(database, str)
+                or database not in self.databases
+                or any(known.database == database for known in ranges)
+                or not _is_sequence(first)
+                or not (last is None or _is_sequence(last))
+            ):
+                break
+            ranges.append(ChainRange(database, first, last))
+        else:
+            if ranges:
+                return ranges
+        raise ValidationProblem([{"parameter": "cursor", "detail": _FOREIGN_CURSOR}], status=400)
 
 
-def verify_chain(database: str, rows: Iterable[AuditEventRow]) -> ChainReport:
-    previous_hash, expected, count = GENESIS_HASH, 1, 0
+def verify_chain(
+    database: str,
+    rows: Iterable[AuditEventRow],
+    *,
+    previous_hash: str | None = GENESIS_HASH,
+    first_sequence: int = 1,
+) -> ChainReport:
+    """Check ``rows``, a chain's events by sequence from ``first_sequence``: no gap, each
+    prev_hash the hash of the event before, each stored hash the hash of its content.
+
+    The first event links to ``previous_hash``: GENESIS_HASH for a chain's first event, else the
+    stored hash of the event before it (None: that event is missing). So a chain checked in
+    consecutive pieces is checked exactly as in one pass from the genesis.
+    """
+    expected, count, last_id = first_sequence, 0, None
     for row in rows:
         count += 1
         event = _to_event(row, database)
+        last_id = event.id
         reason = None
         if event.sequence != expected:
             reason = f"sequence {event.sequence} where {expected} was expected: events are missing"
+        elif previous_hash is None:
+            reason = f"the event before it (sequence {expected - 1}) is missing: events are missing"
         elif event.prev_hash != previous_hash:
             reason = "prev_hash is not the previous event's hash"
         elif not hmac.compare_digest(event_hash(event), event.hash):
             reason = "its content no longer matches its hash: it was changed after it was written"
         if reason is not None:
-            return ChainReport(database, count, event.id, reason)
+            return ChainReport(database, count, event.id, reason, last_event_id=event.id)
         previous_hash, expected = event.hash, expected + 1
-    return ChainReport(database, count)
+    return ChainReport(database, count, last_event_id=last_id)
