@@ -1,14 +1,16 @@
 """Backups of the whole database set, and per-workspace export/import (admin only).
 
 ``backup_service()`` builds the service from the app's settings; a job (chapter 6) can build it
-the same way inside an app context, or construct ``BackupService`` directly.
+the same way inside an app context, or construct ``BackupService`` directly (then with the
+``placement`` and ``settle`` of ``app.backups.placement``, as here: without them a backup may race
+a workspace move, and a restore may leave a workspace moving or deleting for good).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
 from app.audit.service import record_event
+from app.backups.placement import settle_after_restore, switch_count
 from app.backups.service import Backup, BackupService, database_key
 from app.db import db
 from app.db.setup import MIGRATIONS_DIRECTORY
@@ -100,4 +103,7 @@ def backup_service(app: Flask | None = None) -> BackupService:
         keep=int(app.config["BACKUP_KEEP"]),
         app_version=__version__,
         on_event=audit,
+        # One shard: no workspace can change shard, and nothing need be counted.
+        placement=partial(switch_count, registry.control) if len(registry.names) > 1 else None,
+        settle=partial(settle_after_restore, registry),
     )

@@ -27,7 +27,11 @@ the safety backup to restore from.
 
 **Consistency**: each database's copy is one consistent snapshot; the set is not one instant
 (the databases are copied one after the other). A workspace's tasks all live in one database, so
-each workspace is consistent in itself; a workspace created while the backup ran may be missing.
+each workspace is consistent in itself, provided the directory's copy names the shard whose copy
+holds them: a ``placement`` probe read before the first copy and after the last says whether a
+workspace changed shard meanwhile, and then everything is copied again (``COPY_ATTEMPTS``). After
+a restore, ``settle`` ends the moves and deletes the backup caught half done. The reasoning is in
+``app.backups.placement``. A workspace created while the backup ran may be missing.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ _CHUNK = 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}\.(sqlite3|pgdump)$")
 _LOCK_FILE = ".lock"
+COPY_ATTEMPTS = 3  # a workspace move takes seconds: a backup racing one copies again
 
 
 class BackupNotFound(ApiProblem):
@@ -116,13 +121,13 @@ class BackupBusy(ApiProblem):
         title="A backup operation is running",
         status=409,
         description="Another backup, restore or deletion is running; they run one at a time. "
-        "Retry after the time given in Retry-After.",
+        "Or workspaces kept moving between shards while a backup copied the databases, so it "
+        "could not take a copy in which every workspace is where the directory says. Nothing was "
+        "changed. Retry after the time given in Retry-After.",
     )
 
-    def __init__(self) -> None:
-        super().__init__(
-            "Another backup operation is running; retry shortly.", headers={"Retry-After": "30"}
-        )
+    def __init__(self, detail: str = "Another backup operation is running; retry shortly.") -> None:
+        super().__init__(detail, headers={"Retry-After": "30"})
 
 
 class RestoreFailed(RuntimeError):
@@ -289,6 +294,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
 # Told after each change: (action, backup, details). The audit log records them (``backup.created``,
 # ``backup.deleted``, ``backup.restored``).
 EventListener = Callable[[str, "Backup", Mapping[str, Any]], None]
+# Read before the first database is copied and after the last: a different value means a
+# workspace's rows changed database meanwhile (a move), so the copies may disagree on where it is.
+PlacementProbe = Callable[[], object]
+# Run once every database is restored: ends what the backup caught half done (a workspace moving
+# or being deleted); returns what it did, for the ``backup.restored`` event.
+Settle = Callable[[], Mapping[str, Any]]
 
 
 class BackupService:
@@ -310,9 +321,13 @@ class BackupService:
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], uuid.UUID] = new_task_id,
         on_event: EventListener | None = None,
+        placement: PlacementProbe | None = None,
+        settle: Settle | None = None,
     ) -> None:
         self.directory = directory
         self.on_event = on_event
+        self.placement = placement
+        self.settle = settle
         self.databases = dict(databases)
         self.shards = sorted(shards)
         self.head = head
@@ -368,7 +383,10 @@ class BackupService:
         return backup
 
     def restore(self, backup_id: uuid.UUID) -> RestoreResult:
-        """Verify the backup completely, take a safety backup, then replace every database."""
+        """Verify the backup completely, take a safety backup, then replace every database, then
+        settle what the backup caught half done (``settle``)."""
+        settled: dict[str, Any] = {}
+        unsettled: Exception | None = None
         with self._exclusive():
             backup = self.get(backup_id)
             work = Path(tempfile.mkdtemp(prefix=".restore-", dir=self.directory))
@@ -387,9 +405,20 @@ class BackupService:
                     done.append(copy.key)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+            if self.settle is not None:
+                try:
+                    settled = dict(self.settle())
+                except Exception as exc:  # the data is restored: record that, then report
+                    logger.exception("Restored backup %s, but could not settle it", backup.id)
+                    unsettled = exc
         logger.info("Restored backup %s (safety backup %s)", backup.id, safety.id)
         # Recorded after the restore, which rewound the audit log with everything else.
-        self._event("backup.restored", backup, {"safety_backup_id": str(safety.id)})
+        self._event("backup.restored", backup, {"safety_backup_id": str(safety.id), **settled})
+        if unsettled is not None:
+            raise RestoreFailed(
+                f"backup {backup.id} was restored, but ending the moves and deletes it caught "
+                f"half done failed: {unsettled}"
+            ) from unsettled
         return RestoreResult(restored=backup, safety_backup=safety)
 
     # --- internals ----------------------------------------------------------------------------
@@ -429,48 +458,79 @@ class BackupService:
 
     def _create(self, reason: str) -> Backup:
         backup_id = self._new_id()
-        created_at = self._clock()
-        work = Path(tempfile.mkdtemp(prefix=".create-", dir=self.directory))
-        try:
-            copies = []
-            for key, engine in self.databases.items():
-                engine_name = engines.engine_name(engine)
-                name = key.replace(":", "-") + "." + engines.SUFFIXES[engine_name]
-                revision = engines.revision_of(engine)
-                engines.dump(engine, work / name)
-                copies.append(
-                    DatabaseCopy(
-                        key=key,
-                        engine=engine_name,
-                        file=name,
-                        size=(work / name).stat().st_size,
-                        sha256=sha256_of(work / name),
-                        alembic_revision=revision,
+        for attempt in range(1, COPY_ATTEMPTS + 1):
+            created_at = self._clock()
+            work = Path(tempfile.mkdtemp(prefix=".create-", dir=self.directory))
+            try:
+                before = self.placement() if self.placement is not None else None
+                copies = self._copy_databases(work)
+                if self.placement is not None and self.placement() != before:
+                    logger.warning(
+                        "A workspace changed shard while backup %s copied the databases "
+                        "(attempt %s of %s)",
+                        backup_id,
+                        attempt,
+                        COPY_ATTEMPTS,
                     )
+                    continue
+                backup = self._archive(backup_id, created_at, reason, copies, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            logger.info("Created backup %s (%s bytes, %s)", backup.id, backup.size, reason)
+            self._event("backup.created", backup, {})
+            return backup
+        raise BackupBusy(
+            f"Workspaces moved between shards during each of {COPY_ATTEMPTS} attempts to copy "
+            "the databases; retry once the moves are done."
+        )
+
+    def _copy_databases(self, work: Path) -> list[DatabaseCopy]:
+        copies = []
+        for key, engine in self.databases.items():
+            engine_name = engines.engine_name(engine)
+            name = key.replace(":", "-") + "." + engines.SUFFIXES[engine_name]
+            revision = engines.revision_of(engine)
+            engines.dump(engine, work / name)
+            copies.append(
+                DatabaseCopy(
+                    key=key,
+                    engine=engine_name,
+                    file=name,
+                    size=(work / name).stat().st_size,
+                    sha256=sha256_of(work / name),
+                    alembic_revision=revision,
                 )
-            used = {copy.engine for copy in copies}
-            backup = Backup(
-                id=backup_id,
-                created_at=created_at,
-                size=0,
-                sha256="",
-                engine=used.pop() if len(used) == 1 else "mixed",
-                databases=tuple(copies),
-                shards=tuple(self.shards),
-                alembic_revision=copies[0].alembic_revision,  # the control database's
-                app_version=self.app_version,
-                reason=reason,
             )
-            archive = work / "archive.tar"
-            self._write_archive(archive, backup, work)
-            backup = replace(backup, size=archive.stat().st_size, sha256=sha256_of(archive))
-            os.replace(archive, self.archive_path(backup_id))
-            # Last: a backup is listed (and usable) only once its archive is complete.
-            _write_atomically(self._sidecar_path(backup_id), json.dumps(_sidecar(backup)).encode())
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        logger.info("Created backup %s (%s bytes, %s)", backup.id, backup.size, reason)
-        self._event("backup.created", backup, {})
+        return copies
+
+    def _archive(
+        self,
+        backup_id: uuid.UUID,
+        created_at: datetime,
+        reason: str,
+        copies: list[DatabaseCopy],
+        work: Path,
+    ) -> Backup:
+        """The archive and its metadata, from the copies in ``work``."""
+        used = {copy.engine for copy in copies}
+        backup = Backup(
+            id=backup_id,
+            created_at=created_at,
+            size=0,
+            sha256="",
+            engine=used.pop() if len(used) == 1 else "mixed",
+            databases=tuple(copies),
+            shards=tuple(self.shards),
+            alembic_revision=copies[0].alembic_revision,  # the control database's
+            app_version=self.app_version,
+            reason=reason,
+        )
+        archive = work / "archive.tar"
+        self._write_archive(archive, backup, work)
+        backup = replace(backup, size=archive.stat().st_size, sha256=sha256_of(archive))
+        os.replace(archive, self.archive_path(backup_id))
+        # Last: a backup is listed (and usable) only once its archive is complete.
+        _write_atomically(self._sidecar_path(backup_id), json.dumps(_sidecar(backup)).encode())
         return backup
 
     def _write_archive(self, archive: Path, backup: Backup, work: Path) -> None:
