@@ -31,8 +31,14 @@ from app.backups.schemas import (
     restore_result,
     restore_to_dict,
 )
-from app.backups.workspace_archive import MEDIA_TYPE, export_workspace, import_workspace
+from app.backups.workspace_archive import (
+    MEDIA_TYPE,
+    export_workspace,
+    import_name,
+    import_workspace,
+)
 from app.core.admin import SECURITY_SCHEME, require_admin
+from app.core.errors import ValidationProblem
 from app.core.http_cache import WRITE_CACHE_CONTROL, dump_json, json_response, no_content
 from app.db import db
 from app.db.shards import shard_session
@@ -122,7 +128,12 @@ class BackupCollection(AdminResource):
     )
     @ns.response(400, QUERY_ERROR, problem)
     @_admin_responses()
-    @ns.response(409, "Another backup operation is running (Retry-After)", problem)
+    @ns.response(
+        409,
+        "Another backup operation is running, or workspaces kept moving between shards while "
+        "the databases were copied (Retry-After)",
+        problem,
+    )
     def post(self) -> Response:
         created = backup_service().create()
         return json_response(
@@ -180,7 +191,9 @@ class BackupRestore(AdminResource):
         "restore_backup",
         description="Replace every database's data with the backup's. Everything is verified "
         "first (checksums, manifest, schema revision, database set): a damaged or incompatible "
-        "backup changes nothing. A safety backup of the current data is taken just before.",
+        "backup changes nothing. A safety backup of the current data is taken just before. "
+        "Afterwards no move or delete is in progress: a workspace the backup caught moving or "
+        "being deleted is active again, on the shard the restored directory names.",
     )
     @ns.response(200, "Restored; safety_backup holds the data as it was", restore_result)
     @ns.response(400, QUERY_ERROR, problem)
@@ -188,7 +201,7 @@ class BackupRestore(AdminResource):
     @ns.response(
         409,
         "The backup is for another schema revision or database set; or another backup "
-        "operation is running",
+        "operation is running, or workspaces kept moving during the safety backup",
         problem,
     )
     @ns.response(422, "The archive is corrupt or truncated; nothing was changed", problem)
@@ -270,32 +283,33 @@ class WorkspaceImport(AdminResource):
         import_result,
         headers={"Location": {"type": "string", "description": "The new workspace"}},
     )
-    @ns.response(400, "A query parameter is unknown, or the form has no archive file", problem)
+    @ns.response(
+        400,
+        "A query parameter is unknown, repeated or invalid (errors lists each), or the form has "
+        "no archive file",
+        problem,
+    )
     @_admin_responses()
     @ns.response(413, "The archive is larger than WORKSPACE_IMPORT_MAX_BYTES", problem)
     @ns.response(415, "The body is neither application/gzip nor multipart/form-data", problem)
     @ns.response(
-        422, "The archive is corrupt, truncated, of an unknown version or invalid", problem
+        422,
+        "The archive is corrupt, truncated, of an unknown version or invalid (errors points "
+        "into it: #/manifest/..., #/tasks/<line>/...); nothing was imported",
+        problem,
     )
     def post(self) -> Response:
+        # The parameter first: cheap, and a bad one is refused before the body is read.
+        names = request.args.getlist("name")
+        if len(names) > 1:  # ?name=a&name=b must not quietly mean one of them
+            errors = [{"parameter": "name", "detail": "must be given once"}]
+            raise ValidationProblem(errors, status=400)
+        name = import_name(names[0]) if names else None
         limit = int(current_app.config["WORKSPACE_IMPORT_MAX_BYTES"])
         request.max_content_length = limit  # this route's own limit (Flask 3.1)
         with _uploaded_archive() as archive:
-            result = import_workspace(
-                archive, workspace_service(), max_bytes=limit, name=request.args.get("name")
-            )
-        record_admin_event(
-            db.session(),
-            "workspace.imported",
-            "workspace",
-            result.workspace.id,
-            workspace_id=result.workspace.id,
-            after={
-                "tasks": result.tasks,
-                "source_workspace_id": result.source_workspace_id,
-                "exported_at": result.exported_at,
-            },
-        )
+            # The workspace.imported audit event commits with the directory entry (in there).
+            result = import_workspace(archive, workspace_service(), max_bytes=limit, name=name)
         location = f"{request.path.rsplit('/admin/', 1)[0]}/workspaces/{result.workspace.id}"
         return Response(
             dump_json(import_to_dict(result)),

@@ -10,12 +10,24 @@ keeping them would make a second import of the same archive, or an import next t
 collide. Each new id carries the task's original creation time, so ids still sort like
 ``created_at``; timestamps, tags and every field are kept.
 
-**Hostile archives**: the body is limited (``WORKSPACE_IMPORT_MAX_BYTES``, a 413 above it), and
+**Hostile archives**: the cheap checks come first, so a hostile archive costs at most a bounded,
+linear amount of work. The body is limited (``WORKSPACE_IMPORT_MAX_BYTES``, a 413 above it), and
 so is the decompressed size (the same limit: a gzip bomb stops there), the members (exactly the
-two files above, regular files only) and the manifest. The whole archive is read and every line
-validated before anything is written; a bad one is a 422 listing the problems. The tasks are
-then written in one transaction on the new workspace's shard, and the directory entry last: until
-it exists no request can reach the tasks, and if it fails the tasks are removed again.
+two files above, regular files only) and the manifest (64 KiB). Then the manifest is validated,
+``tasks.jsonl`` checked against its size, SHA-256 and line count, and only then is each line
+parsed and validated. Strictly: ids are UUID strings in canonical form (an int, a bool or
+``{...}`` is not an id), ``format_version`` is the integer 1 (not ``true`` or ``1.0``, which
+Python would compare equal), NaN and Infinity are refused (Python's json accepts them; JSON does
+not), timestamps lie between 1970 and 9999 (a UUIDv7 counts milliseconds from 1970: an earlier
+one would wrap around), and a task id appears once. A bad archive is a 422 whose ``errors`` point
+into the archive as one document: ``#/manifest/...`` and ``#/tasks/<line index>/<field>``.
+
+**Writes**: nothing visible until it is complete. When the workspace's shard is the control
+database, the tasks, the directory entry and the audit events (``workspace.created`` and
+``workspace.imported``) are one transaction. Otherwise the tasks are committed on the shard first,
+then the directory entry and both events in one transaction on the control database: until that
+commits no request can reach the tasks (every read goes through the directory, and the id is new),
+and if it fails they are removed again. A crash between the two leaves unreachable rows only.
 """
 
 from __future__ import annotations
@@ -24,26 +36,34 @@ import gzip
 import hashlib
 import io
 import json
+import logging
+import math
+import re
 import tarfile
 import tempfile
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, exists, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from app.audit.service import record_event
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem, json_body_problem
+from app.db.shards import ShardRegistry
 from app.tasks.models import Task, TaskRow, TaskTagRow, new_task_id, utc_now
 from app.tasks.repository import task_from_row
 from app.tasks.schemas import iso_utc, parse_datetime, task_fields, task_to_dict
-from app.workspaces.models import Workspace
-from app.workspaces.schemas import workspace_name
+from app.workspaces.models import Workspace, WorkspaceRow, WorkspaceState
+from app.workspaces.schemas import workspace_name, workspace_to_dict
 from app.workspaces.service import WorkspaceService, place
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "taskapi-workspace-export"
 FORMAT_VERSION = 1
@@ -58,6 +78,15 @@ _TASK_KEYS = frozenset(
     {"id", "title", "description", "status", "priority", "due_date", "tags"}
     | {"created_at", "updated_at"}
 )
+_MANIFEST_POINTER = "#/manifest"
+_FILE_POINTER = f"{_MANIFEST_POINTER}/files/{TASKS}"
+_CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+# A UUIDv7 holds milliseconds since 1970 (an imported task's id carries its created_at): an
+# earlier time would wrap around to the far future. 9999 is as far as a datetime goes.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_TIMES = ("created_at", "updated_at")
+_DIRECTORY = WorkspaceRow.__table__
 
 
 class WorkspaceArchiveInvalid(ApiProblem):
@@ -66,8 +95,9 @@ class WorkspaceArchiveInvalid(ApiProblem):
         title="Workspace archive refused",
         status=422,
         description="The archive is corrupt, truncated, too large once decompressed, not a "
-        "workspace export of a version this server reads, or holds invalid tasks (`errors` "
-        "lists them, with a pointer to `/tasks/<line index>/<field>`). Nothing was imported.",
+        "workspace export of a version this server reads, or holds an invalid manifest or "
+        "invalid tasks: `errors` lists them, each with a JSON pointer into the archive as one "
+        "document, `#/manifest/<field>` or `#/tasks/<line index>/<field>`. Nothing was imported.",
     )
 
     def __init__(self, detail: str, errors: list[dict[str, str]] | None = None) -> None:
@@ -217,6 +247,10 @@ class _Read:
     tasks: list[dict[str, Any]]
 
 
+def _refused(detail: str, pointer: str, why: str) -> WorkspaceArchiveInvalid:
+    return WorkspaceArchiveInvalid(detail, [{"pointer": pointer, "detail": why}])
+
+
 def _read_archive(archive: IO[bytes], limit: int) -> _Read:
     members: dict[str, bytes] = {}
     try:
@@ -251,97 +285,190 @@ def _read_archive(archive: IO[bytes], limit: int) -> _Read:
     if set(members) != {MANIFEST, TASKS}:
         raise WorkspaceArchiveInvalid(f"The archive must hold {MANIFEST} and {TASKS}.")
     manifest = _manifest(members[MANIFEST])
-    lines = members[TASKS]
+    data = members[TASKS]
     recorded = manifest["files"][TASKS]
-    if len(lines) != recorded["size"] or hashlib.sha256(lines).hexdigest() != recorded["sha256"]:
-        raise WorkspaceArchiveInvalid(f"{TASKS} does not match the manifest's size and SHA-256.")
-    tasks = _tasks(lines)
-    if len(tasks) != recorded["lines"]:
-        raise WorkspaceArchiveInvalid(f"{TASKS} does not have the manifest's number of lines.")
-    return _Read(manifest, tasks)
+    mismatch = f"{TASKS} does not match the manifest."
+    if len(data) != recorded["size"]:
+        raise _refused(mismatch, f"{_FILE_POINTER}/size", f"is not the file's size ({len(data)})")
+    if hashlib.sha256(data).hexdigest() != recorded["sha256"]:
+        raise _refused(mismatch, f"{_FILE_POINTER}/sha256", "is not the file's SHA-256")
+    lines = data.splitlines()
+    if len(lines) != recorded["lines"]:  # counted before a single line is parsed
+        raise _refused(
+            mismatch, f"{_FILE_POINTER}/lines", f"is not the file's line count ({len(lines)})"
+        )
+    return _Read(manifest, _tasks(lines))
+
+
+class _BadJson(ValueError):
+    """Why some bytes are not acceptable JSON; the message completes "The manifest ..."."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _BadJson(f"contains {name}, which is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: Infinity in disguise
+        raise _BadJson(f"contains the number {text[:40]}, too large for a double")
+    return value
 
 
 def _load_json(raw: bytes) -> Any:
-    """``json.loads`` held to the rules of a request body: nesting beyond the depth limit (which
-    would exhaust the recursion) and lone surrogates (which no database can store) are errors."""
+    """``json.loads`` held to the rules of a request body, and to JSON itself: NaN, Infinity
+    (which Python's json accepts by default), nesting beyond the depth limit (which would exhaust
+    the recursion) and lone surrogates (which no database can store) are errors."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except _BadJson:
+        raise
     except RecursionError:
-        raise ValueError("nested too deeply") from None
-    if json_body_problem(value, raw) is not None:
-        raise ValueError("not acceptable JSON")
+        raise _BadJson("nests too deeply") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        raise _BadJson("is not valid JSON") from None
+    problem = json_body_problem(value, raw)
+    if problem is not None:
+        raise _BadJson(problem)
     return value
+
+
+def _is_uuid(value: Any) -> bool:
+    """A UUID string in canonical form, as the API writes them: lower-case, hyphenated."""
+    return isinstance(value, str) and _CANONICAL_UUID.match(value) is not None
+
+
+def _timestamp(
+    document: dict[str, Any], name: str, pointer: str, errors: list[dict[str, str]]
+) -> datetime | None:
+    """``document[name]`` as an aware date-time from 1970 on; else an error and None."""
+    value = document.get(name)
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None or parsed < _EARLIEST:
+        errors.append(
+            {
+                "pointer": f"{pointer}/{name}",
+                "detail": "must be a date-time with a time zone, from 1970 to 9999",
+            }
+        )
+        return None
+    return parsed
 
 
 def _manifest(raw: bytes) -> dict[str, Any]:
     try:
         manifest = _load_json(raw)
-    except ValueError:
-        raise WorkspaceArchiveInvalid("The manifest is not JSON.") from None
+    except _BadJson as exc:
+        raise _refused(f"The manifest {exc}.", _MANIFEST_POINTER, str(exc)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise WorkspaceArchiveInvalid(f"This is not a {FORMAT} archive.")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise WorkspaceArchiveInvalid(
-            f"Format version {manifest.get('format_version')!r} is not one this server reads "
-            f"({FORMAT_VERSION})."
+        raise _refused(
+            f"This is not a {FORMAT} archive.", f"{_MANIFEST_POINTER}/format", f"must be {FORMAT}"
         )
+    version = manifest.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:  # True and 1.0 both == 1
+        raise _refused(
+            f"Format version {version!r} is not one this server reads ({FORMAT_VERSION}).",
+            f"{_MANIFEST_POINTER}/format_version",
+            f"must be the integer {FORMAT_VERSION}",
+        )
+    errors: list[dict[str, str]] = []
+    _timestamp(manifest, "exported_at", _MANIFEST_POINTER, errors)
     workspace = manifest.get("workspace")
+    pointer = f"{_MANIFEST_POINTER}/workspace"
+    if not isinstance(workspace, dict):
+        errors.append({"pointer": pointer, "detail": "must be an object"})
+    else:
+        if not _is_uuid(workspace.get("id")):
+            errors.append({"pointer": f"{pointer}/id", "detail": "must be a canonical UUID"})
+        if not isinstance(workspace.get("name"), str):
+            errors.append({"pointer": f"{pointer}/name", "detail": "must be a string"})
+        _timestamp(workspace, "created_at", pointer, errors)
     files = manifest.get("files")
     recorded = files.get(TASKS) if isinstance(files, dict) else None
-    valid = (
-        isinstance(workspace, dict)
-        and isinstance(workspace.get("name"), str)
-        and isinstance(workspace.get("id"), str)
-        and isinstance(manifest.get("exported_at"), str)
-        and parse_datetime(manifest["exported_at"]) is not None
-        and isinstance(recorded, dict)
-        and all(type(recorded.get(key)) is int for key in ("size", "lines"))
-        and isinstance(recorded.get("sha256"), str)
-    )
-    if not valid:
-        raise WorkspaceArchiveInvalid("The manifest is incomplete.")
-    try:
-        uuid.UUID(workspace["id"])
-    except ValueError:
-        raise WorkspaceArchiveInvalid("The manifest's workspace id is not a UUID.") from None
+    if not isinstance(recorded, dict):
+        errors.append({"pointer": _FILE_POINTER, "detail": "must be an object"})
+    else:
+        for key in ("size", "lines"):
+            value = recorded.get(key)
+            if type(value) is not int or value < 0:
+                errors.append(
+                    {"pointer": f"{_FILE_POINTER}/{key}", "detail": "must be an integer >= 0"}
+                )
+        sha256 = recorded.get("sha256")
+        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+            errors.append(
+                {"pointer": f"{_FILE_POINTER}/sha256", "detail": "must be 64 lower-case hex digits"}
+            )
+    if errors:
+        raise WorkspaceArchiveInvalid("The manifest is invalid; see errors.", errors)
     return manifest
 
 
-def _tasks(lines: bytes) -> list[dict[str, Any]]:
-    """Every line validated; one problem listing each bad one."""
+def _tasks(lines: list[bytes]) -> list[dict[str, Any]]:
+    """Every line validated; one problem listing each bad one (the first 50 or so: a hostile
+    archive of bad lines stops there)."""
     errors: list[dict[str, str]] = []
     tasks: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for index, line in enumerate(lines.splitlines()):
+    first_seen: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        if len(errors) > ValidationProblem.MAX_LISTED:
+            break
         pointer = f"#/tasks/{index}"
         try:
             document = _load_json(line)
-        except ValueError:
-            errors.append({"pointer": pointer, "detail": "is not a JSON line"})
+        except _BadJson as exc:
+            errors.append({"pointer": pointer, "detail": str(exc)})
             continue
         if not isinstance(document, dict) or set(document) != _TASK_KEYS:
             errors.append({"pointer": pointer, "detail": f"must have exactly {sorted(_TASK_KEYS)}"})
             continue
+        count, fields = len(errors), None
+        task_id = document["id"]
+        if not _is_uuid(task_id):
+            errors.append({"pointer": f"{pointer}/id", "detail": "must be a canonical UUID"})
+        elif task_id in first_seen:
+            errors.append(
+                {
+                    "pointer": f"{pointer}/id",
+                    "detail": f"appears twice: #/tasks/{first_seen[task_id]}/id is the same",
+                }
+            )
+        else:
+            first_seen[task_id] = index
         try:
             fields = task_fields(document, pointer)
         except ValidationProblem as problem:
             errors.extend(problem.extensions["errors"])
-            continue
-        times = {}
-        for name in ("created_at", "updated_at"):
-            value = document[name]
-            times[name] = parse_datetime(value) if isinstance(value, str) else None
-            if times[name] is None:
-                errors.append({"pointer": f"{pointer}/{name}", "detail": "must be a date-time"})
-        if str(document["id"]) in seen:
-            errors.append({"pointer": f"{pointer}/id", "detail": "appears twice"})
-        seen.add(str(document["id"]))
-        if len(errors) > ValidationProblem.MAX_LISTED:
-            break
-        tasks.append({**fields, **times})
+        times = {name: _timestamp(document, name, pointer, errors) for name in _TIMES}
+        if fields is not None and len(errors) == count:
+            tasks.append({**fields, **times})
     if errors:
         raise WorkspaceArchiveInvalid(f"{TASKS} holds invalid tasks; see errors.", errors)
     return tasks
+
+
+def import_name(value: str) -> str:
+    """The new workspace's name given with the import (the ``name`` parameter), trimmed; a 400
+    naming the parameter if it is not a valid workspace name."""
+    try:
+        return workspace_name({"name": value})
+    except ValidationProblem as problem:
+        found = problem.extensions["errors"]
+        errors = [{"parameter": "name", "detail": error["detail"]} for error in found]
+        raise ValidationProblem(errors, status=400) from None
+
+
+def _archived_name(manifest: dict[str, Any]) -> str:
+    try:
+        return workspace_name({"name": manifest["workspace"]["name"]})
+    except ValidationProblem as problem:
+        pointer = f"{_MANIFEST_POINTER}/workspace/name"
+        found = problem.extensions["errors"]
+        errors = [{"pointer": pointer, "detail": error["detail"]} for error in found]
+        raise WorkspaceArchiveInvalid(
+            "The exported workspace's name is not valid here; see errors (or give a name).",
+            errors,
+        ) from None
 
 
 def import_workspace(
@@ -351,16 +478,53 @@ def import_workspace(
     max_bytes: int,
     name: str | None = None,
     new_id: Callable[[], uuid.UUID] = new_task_id,
+    clock: Callable[[], datetime] = utc_now,
 ) -> ImportResult:
-    """Create a new workspace holding the archive's tasks (new ids); all or nothing."""
+    """Create a new workspace holding the archive's tasks (new ids); all or nothing (see the
+    module docstring for the order of the writes)."""
+    chosen = import_name(name) if name is not None else None  # before reading the archive
     read = _read_archive(archive, max_bytes)
-    workspace_document = {"name": name if name is not None else read.manifest["workspace"]["name"]}
-    workspace_name(workspace_document)  # a bad name is refused before anything is written
+    registry: ShardRegistry = workspaces.shards
     workspace_id = new_id()
-    shard_name = place(workspace_id, workspaces.shards.names)
-    shard = workspaces.shard_session(shard_name)
+    now = clock()
+    result = ImportResult(
+        workspace=Workspace(
+            id=workspace_id,
+            name=chosen if chosen is not None else _archived_name(read.manifest),
+            shard=place(workspace_id, registry.names),
+            state=WorkspaceState.ACTIVE,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        ),
+        tasks=len(read.tasks),
+        source_workspace_id=uuid.UUID(read.manifest["workspace"]["id"]),
+        exported_at=parse_datetime(read.manifest["exported_at"]) or now,
+    )
+    rows, tags = _rows(read.tasks, workspace_id)
+    control = workspaces.session
+    if registry.engine(result.workspace.shard) is registry.control:
+        with _write(control):  # one database: one transaction
+            _insert_tasks(control, rows, tags)
+            _insert_entry(control, result)
+        return result
+    shard = workspaces.shard_session(result.workspace.shard)
+    with _write(shard):
+        _insert_tasks(shard, rows, tags)
+    try:
+        with _write(control):
+            _insert_entry(control, result)
+    except BaseException:
+        _remove_unreachable(registry, shard, workspace_id)
+        raise
+    return result
+
+
+def _rows(
+    tasks: list[dict[str, Any]], workspace_id: uuid.UUID
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows, tags = [], []
-    for task in read.tasks:
+    for task in tasks:
         created_at = task["created_at"]
         task_id = new_task_id(int(created_at.timestamp() * 1000))  # sorts like created_at
         rows.append(
@@ -381,25 +545,69 @@ def import_workspace(
             {"task_id": task_id, "tag": tag, "position": position, "workspace_id": workspace_id}
             for position, tag in enumerate(task["tags"])
         )
-    if shard.in_transaction():
-        shard.rollback()
-    with shard.begin():
-        shard.connection(execution_options={"write_transaction": True})
-        for start in range(0, len(rows), _INSERT_BATCH):
-            shard.execute(insert(TaskRow.__table__), rows[start : start + _INSERT_BATCH])
-        for start in range(0, len(tags), _INSERT_BATCH):
-            shard.execute(insert(TaskTagRow.__table__), tags[start : start + _INSERT_BATCH])
+    return rows, tags
+
+
+@contextmanager
+def _write(session: Session) -> Iterator[None]:
+    """A write transaction on ``session`` (BEGIN IMMEDIATE on SQLite), committed at the end."""
+    if session.in_transaction():
+        session.rollback()
+    with session.begin():
+        session.connection(execution_options={"write_transaction": True})
+        yield
+
+
+def _insert_tasks(session: Session, rows: list[dict[str, Any]], tags: list[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), _INSERT_BATCH):
+        session.execute(insert(TaskRow.__table__), rows[start : start + _INSERT_BATCH])
+    for start in range(0, len(tags), _INSERT_BATCH):
+        session.execute(insert(TaskTagRow.__table__), tags[start : start + _INSERT_BATCH])
+
+
+def _insert_entry(session: Session, result: ImportResult) -> None:
+    """The directory entry and its two audit events, in the caller's transaction on the control
+    database: ``workspace.created`` (as any new workspace has) and ``workspace.imported``."""
+    workspace = result.workspace
+    session.execute(
+        insert(_DIRECTORY).values(
+            id=workspace.id,
+            name=workspace.name,
+            shard=workspace.shard,
+            state=workspace.state.value,
+            created_at=workspace.created_at,
+            updated_at=workspace.updated_at,
+            version=workspace.version,
+        )
+    )
+    common: dict[str, Any] = {
+        "entity_type": "workspace",
+        "entity_id": workspace.id,
+        "workspace_id": workspace.id,
+    }
+    record_event(session, action="workspace.created", after=workspace_to_dict(workspace), **common)
+    record_event(
+        session,
+        action="workspace.imported",
+        after={
+            "tasks": result.tasks,
+            "source_workspace_id": result.source_workspace_id,
+            "exported_at": result.exported_at,
+        },
+        **common,
+    )
+
+
+def _remove_unreachable(registry: ShardRegistry, shard: Session, workspace_id: uuid.UUID) -> None:
+    """After the directory's transaction failed, remove the tasks nothing leads to. Unless it
+    committed after all (a connection lost during COMMIT): the directory decides. Best effort:
+    the error that made the import fail is the one to report."""
     try:
-        workspace = workspaces.create(workspace_document, workspace_id=workspace_id)
-    except BaseException:
-        with shard.begin():  # no directory entry leads to them: remove them again
+        with registry.control.connect() as connection:
+            if connection.scalar(select(exists().where(_DIRECTORY.c.id == workspace_id))):
+                return
+        with _write(shard):
             shard.execute(delete(TaskTagRow).where(TaskTagRow.workspace_id == workspace_id))
             shard.execute(delete(TaskRow).where(TaskRow.workspace_id == workspace_id))
-        raise
-    assert workspace.shard == shard_name
-    return ImportResult(
-        workspace=workspace,
-        tasks=len(rows),
-        source_workspace_id=uuid.UUID(read.manifest["workspace"]["id"]),
-        exported_at=parse_datetime(read.manifest["exported_at"]) or utc_now(),
-    )
+    except Exception:
+        logger.exception("An import left unreachable tasks of workspace %s", workspace_id)
