@@ -175,10 +175,9 @@ def test_the_spec_offers_the_token_to_swagger_ui(client: FlaskClient) -> None:
     assert spec["securityDefinitions"]["admin_token"]["name"] == "Authorization"
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
-            # Audit verification is becoming admin only; the audit tests hold it to that.
-            if method == "parameters" or path.endswith("/audit/verify"):
+            if method == "parameters":
                 continue
-            admin = "/admin/" in path or path.endswith("/export")
+            admin = "/admin/" in path or path.endswith(("/export", "/audit/verify"))
             assert (operation.get("security") == [{"admin_token": []}]) == admin, (method, path)
 
 
