@@ -252,28 +252,127 @@ def test_verify_unknown_checkpoint_exits_2(repo: Repo) -> None:
     assert len(repo.worktrees()) == 1
 
 
+def spawn(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`cmd` in the background, with SIGINT at its default whatever this process inherited.
+
+    A suite started as a background job of a non-interactive shell (`./scripts/test &` in a script)
+    inherits SIGINT ignored, and so would a script it starts: Python keeps an ignored SIGINT
+    ignored. A handled signal is reset to its default in a new program: handle it while starting.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def start_verify(repo: Repo) -> subprocess.Popen[str]:
+    return spawn([sys.executable, str(SCRIPT), "verify"], repo.path, repo.env)
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    """Until the checkpoint's tests create `path`; fail at once if verify ended instead."""
+    deadline = time.monotonic() + 30  # generous for a loaded machine; normally well under 1 s
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"{path.name} never appeared (exit {proc.returncode}):\n{stdout}{stderr}")
+        time.sleep(0.02)
+
+
+def interrupt(proc: subprocess.Popen[str]) -> str:
+    """Send SIGINT as the terminal's Ctrl-C would; verify's stderr once it has exited."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, stderr = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+        pytest.fail(f"verify ignored SIGINT:\n{stderr}")
+    return stderr
+
+
+def is_running(pid: int) -> bool:
+    """Whether `pid` is alive; a zombie nobody has reaped yet (no init in a container) is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): fall back to asking the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
 def test_verify_removes_worktree_on_ctrl_c(repo: Repo, tmp_path: Path) -> None:
     started = tmp_path / "started"
     repo.fake_test(f'touch "{started}"\nexec sleep 30\n')
     repo.checkpoint(1, "Hello API")
 
-    with subprocess.Popen(
-        [sys.executable, str(SCRIPT), "verify"],
-        cwd=repo.path,
-        env=repo.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        deadline = time.monotonic() + 10
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with start_verify(repo) as proc:
+        wait_for(started, proc)
         assert len(repo.worktrees()) == 2  # the checkpoint's worktree exists while it runs
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
+        stderr = interrupt(proc)
 
     assert proc.returncode == 130
     assert "interrupted" in stderr
+    assert len(repo.worktrees()) == 1
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_ctrl_c_lets_the_tests_clean_up_and_stops_what_they_started(
+    repo: Repo, tmp_path: Path
+) -> None:
+    started, cleaned, pid_file = tmp_path / "started", tmp_path / "cleaned", tmp_path / "sleep.pid"
+    # Like pytest, the checkpoint's tests clean up on SIGINT (atexit, session fixtures). The
+    # background sleep ignores SIGINT (a non-interactive shell's `&`) and holds the output pipe.
+    repo.fake_test(
+        f"trap 'touch \"{cleaned}\"; exit 130' INT\n"
+        f'sleep 30 &\necho $! > "{pid_file}"\ntouch "{started}"\nwait\n'
+    )
+    repo.checkpoint(1, "Hello API")
+
+    with start_verify(repo) as proc:
+        wait_for(started, proc)
+        stderr = interrupt(proc)
+
+    assert proc.returncode == 130, stderr
+    assert cleaned.exists()  # SIGINT reached the tests, and they had time to act on it
+    assert not is_running(int(pid_file.read_text()))
+    assert len(repo.worktrees()) == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_second_ctrl_c_kills_tests_that_do_not_stop(repo: Repo, tmp_path: Path) -> None:
+    started, got_sigint, pid_file = tmp_path / "started", tmp_path / "got", tmp_path / "tests.pid"
+    repo.fake_test(
+        f'trap \'touch "{got_sigint}"\' INT\necho $$ > "{pid_file}"\ntouch "{started}"\n'
+        "while :; do sleep 0.1; done\n"
+    )
+    repo.checkpoint(1, "Hello API")
+
+    with start_verify(repo) as proc:
+        wait_for(started, proc)
+        proc.send_signal(signal.SIGINT)
+        wait_for(got_sigint, proc)  # the tests ignore the first Ctrl-C ...
+        assert proc.poll() is None
+        stderr = interrupt(proc)  # ... but not the second, well before the grace period ends
+
+    assert proc.returncode == 130, stderr
+    assert "Ctrl-C again" in stderr
+    assert not is_running(int(pid_file.read_text()))
     assert len(repo.worktrees()) == 1
     assert list((tmp_path / "tmp").iterdir()) == []

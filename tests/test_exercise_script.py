@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_checkpoints_script import interrupt, is_running, spawn, wait_for
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "exercise"
 LOCK = "flask==3.1.0 \\\n    --hash=sha256:0000\n"
 PYTHON_VERSION = "3.11\n"
@@ -262,3 +264,32 @@ def test_verify_at_a_commit_stands_in_for_a_checkpoint_not_made_yet(repo: Repo) 
     everything = repo.run("verify")
     assert everything.returncode == 0, everything.stdout + everything.stderr
     assert "ch-02: no checkpoint yet, skipped" in everything.stdout
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_verify_lets_pytest_clean_up_on_ctrl_c(repo: Repo, tmp_path: Path) -> None:
+    started, cleaned, pid_file = tmp_path / "started", tmp_path / "cleaned", tmp_path / "sleep.pid"
+    repo.exercise(
+        "ch-02/add-again", 'title = "Again"\ntests = ["tests/test_calc.py::test_add"]\n', STUBBED
+    )
+    # Stands in for pytest, which cleans up on SIGINT; what it started must not outlive verify.
+    repo.write(
+        "scripts/test",
+        f"#!/usr/bin/env bash\ntrap 'touch \"{cleaned}\"; exit 130' INT\n"
+        f'sleep 30 &\necho $! > "{pid_file}"\ntouch "{started}"\nwait\n',
+    )
+    repo.git("add", ".")
+    repo.git("commit", "-q", "-m", "ch-02 in progress")
+
+    with spawn(
+        [sys.executable, str(SCRIPT), "verify", "ch-02", "--at", "HEAD"], repo.path, repo.env
+    ) as proc:
+        wait_for(started, proc)
+        stderr = interrupt(proc)
+
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert cleaned.exists()
+    assert not is_running(int(pid_file.read_text()))
+    assert len(repo.worktrees()) == 1
+    assert list((tmp_path / "tmp").iterdir()) == []
