@@ -16,7 +16,7 @@ from app.api.models import SHARED_MODELS
 from app.api.versioning import SUPPORTED_VERSIONS, VERSION_REQUEST_HEADER, VERSION_RESPONSE_HEADER
 from app.audit import routes as audit
 from app.backups import routes as backups
-from app.core.admin import AUTHORIZATIONS
+from app.core.admin import AUTHORIZATIONS, init_admin
 from app.hello import routes as hello
 from app.tasks import routes as tasks
 from app.version import __version__
@@ -102,5 +102,6 @@ def create_api(app: Flask) -> Api:
     api.add_namespace(health.ns, path="/health")
     api.add_namespace(problems.ns, path="/problems")
     api.init_app(app)
+    init_admin(app)  # after the routes: it gates those documented as admin
     app.extensions["api"] = api
     return api
