@@ -34,9 +34,12 @@ from tests.conftest import make_app
 WORKSPACES = "/api/v2/workspaces"
 
 
+ADMIN_TOKEN = "sharding-test-admin-token-0123456789abcdef"
+
+
 @pytest.fixture
 def app() -> Flask:
-    return make_app("testing")
+    return make_app("testing", ADMIN_TOKEN=ADMIN_TOKEN)  # for the (admin) audit verify
 
 
 @pytest.fixture
@@ -220,7 +223,8 @@ def test_a_move_copies_verifies_switches_and_empties_the_source(client: FlaskCli
     # The audit trail came along: a task's history, and chains that still verify.
     history = client.get(f"{tasks}/{before[0]['id']}/history").json["items"]
     assert [event["action"] for event in history] == ["task.created"]
-    verification = client.get(f"{WORKSPACES}/{workspace_id}/audit/verify").json
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    verification = client.get(f"{WORKSPACES}/{workspace_id}/audit/verify", headers=admin).json
     assert verification["ok"] is True, verification
     # Writes work again, and land on the new shard.
     assert client.post(tasks, json={"title": "after"}).status_code == 201
