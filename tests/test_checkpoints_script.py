@@ -184,10 +184,17 @@ def test_verify_runs_the_checkpoints_own_tests_on_defaults(repo: Repo, tmp_path:
     probe = tmp_path / "probe.txt"
     repo.fake_test(
         f'{{ echo "args=$*"; echo "cwd=$PWD"; echo "venv=$VENV_DIR";'
-        f' echo "db=${{DATABASE_URL-unset}} env=${{APP_ENV-unset}}"; }} > "{probe}"\n' + PASSING
+        f' echo "db=${{DATABASE_URL-unset}} env=${{APP_ENV-unset}}'
+        f' test_db=${{TEST_DATABASE_URL-unset}} replicas=${{REPLICA_URLS-unset}}"; }} > "{probe}"\n'
+        + PASSING
     )
     repo.checkpoint(1, "Hello API")
-    repo.env.update(DATABASE_URL="postgresql://elsewhere/db", APP_ENV="production")
+    repo.env.update(
+        DATABASE_URL="postgresql://elsewhere/db",
+        APP_ENV="production",
+        TEST_DATABASE_URL="postgresql+psycopg://elsewhere/postgres",
+        REPLICA_URLS="main=postgresql+psycopg://replica/db",
+    )
 
     result = repo.run("verify")
 
@@ -201,7 +208,7 @@ def test_verify_runs_the_checkpoints_own_tests_on_defaults(repo: Repo, tmp_path:
     assert lines[0] == "args=-q -p no:cacheprovider"
     assert lines[1] != f"cwd={repo.path}"  # ran in a separate worktree
     assert lines[2] == f"venv={tmp_path / 'cache' / 'taskmanager-api' / 'venvs' / key}"
-    assert lines[3] == "db=unset env=unset"
+    assert lines[3] == "db=unset env=unset test_db=unset replicas=unset"
     assert len(repo.worktrees()) == 1
     assert list((tmp_path / "tmp").iterdir()) == []
 
