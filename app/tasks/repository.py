@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, case, delete, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.db.shards import outside_transaction
@@ -279,6 +279,17 @@ def _one_round_trip(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+# The statements of the hottest reads, built once: building a SELECT per request cost more than
+# executing it. Every one is scoped by the ``workspace_id`` parameter.
+_ONE_TASK = (
+    _TASKS.c.id == bindparam("task_id"),
+    _TASKS.c.workspace_id == bindparam("workspace_id"),
+)
+_TASK = select(_TASKS).where(*_ONE_TASK)
+_TASK_WITH_TAGS = select(_TASKS, _tags_array(_TASKS)).where(*_ONE_TASK)
+_STAMP = select(_TASKS.c.version, _TASKS.c.updated_at).where(*_ONE_TASK)
+
+
 class SqlAlchemyTaskRepository(TaskRepository):
     """The tasks of one workspace, in its shard's database.
 
@@ -350,11 +361,9 @@ class SqlAlchemyTaskRepository(TaskRepository):
         # A plain read: a plain row and its tags, no ORM objects to build and track.
         session = outside_transaction(self.read_session)
         inline_tags = _one_round_trip(session)
-        columns = [_TASKS, _tags_array(_TASKS)] if inline_tags else [_TASKS]
         row = session.execute(
-            select(*columns).where(
-                _TASKS.c.id == task_id, _TASKS.c.workspace_id == self.workspace_id
-            )
+            _TASK_WITH_TAGS if inline_tags else _TASK,
+            {"task_id": task_id, "workspace_id": self.workspace_id},
         ).one_or_none()
         if row is None:
             return None
@@ -365,9 +374,7 @@ class SqlAlchemyTaskRepository(TaskRepository):
         """Two columns of one row by primary key: what a conditional GET needs (no tags)."""
         session = self.session if self._depth else outside_transaction(self.read_session)
         found = session.execute(
-            select(_TASKS.c.version, _TASKS.c.updated_at).where(
-                _TASKS.c.id == task_id, _TASKS.c.workspace_id == self.workspace_id
-            )
+            _STAMP, {"task_id": task_id, "workspace_id": self.workspace_id}
         ).one_or_none()
         return None if found is None else TaskStamp(found.version, found.updated_at)
 

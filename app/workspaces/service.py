@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import lock_chain, record_event
@@ -97,6 +97,8 @@ def place(workspace_id: uuid.UUID, shard_names: list[str]) -> str:
 
 
 _DIRECTORY = WorkspaceRow.__table__
+# Built once: every request on a workspace's tasks runs it.
+_DIRECTORY_ENTRY = select(_DIRECTORY).where(_DIRECTORY.c.id == bindparam("workspace_id"))
 
 
 class WorkspaceService:
@@ -119,7 +121,7 @@ class WorkspaceService:
         # A plain row, not an ORM object: every request on a workspace's tasks starts here.
         row = (
             outside_transaction(self.session)
-            .execute(select(_DIRECTORY).where(_DIRECTORY.c.id == workspace_id))
+            .execute(_DIRECTORY_ENTRY, {"workspace_id": workspace_id})
             .one_or_none()
         )
         if row is None:
