@@ -14,6 +14,7 @@ from app.config import load_config
 from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestTrackingMiddleware
+from app.core.proxies import behind_proxies
 from app.core.request_body import init_request_body
 from app.core.routing import ApiFlask
 from app.core.sessions import OnDemandCookieSessionInterface
@@ -41,4 +42,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_cli(app)
     # Outermost, so the request id and access log cover everything, versioning included.
     app.wsgi_app = RequestTrackingMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    # Outside even that: the access log records the client's address, not the proxy's.
+    app.wsgi_app = behind_proxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     return app

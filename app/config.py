@@ -55,6 +55,10 @@ class BaseConfig:
     # environment, a leading dot allows subdomains). Unset: any Host. Set it in production unless
     # a proxy in front already refuses other hosts.
     TRUSTED_HOSTS: list[str] | None = None
+    # Reverse proxies in front of the app that append to X-Forwarded-For (a load balancer: 1).
+    # The client's address (logs, audit, rate limits, IP lists) and scheme are read from the
+    # entries they added; 0: those headers are ignored. See app/core/proxies.py.
+    TRUSTED_PROXIES = 0
 
     # Largest accepted request body in bytes; larger bodies get 413.
     MAX_CONTENT_LENGTH = 1024 * 1024

@@ -113,9 +113,9 @@ def current_actor() -> str:
 
 
 def current_client_ip() -> str | None:
-    """The peer address as the WSGI server gives it. X-Forwarded-For is deliberately ignored:
-    no trusted proxy is configured, so any client could write whatever it likes there. Behind a
-    proxy, configure werkzeug's ProxyFix with the real number of hops, and this follows."""
+    """The client's address: the peer's, or behind ``TRUSTED_PROXIES`` reverse proxies the one
+    they recorded in X-Forwarded-For (``app.core.proxies``); a client's own entries there are
+    never believed."""
     if not has_request_context():
         return None
     return (request.remote_addr or "")[:MAX_IP_LENGTH] or None
