@@ -17,6 +17,7 @@ from app.core.middleware import RequestTrackingMiddleware
 from app.core.proxies import behind_proxies
 from app.core.request_body import init_request_body
 from app.core.routing import ApiFlask
+from app.core.security_headers import init_security_headers
 from app.core.sessions import OnDemandCookieSessionInterface
 from app.db import init_databases
 from app.extensions import health_checks
@@ -40,6 +41,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_databases(app)
     create_api(app)
     register_cli(app)
+    # The headers middleware wraps versioning, so every response gets them, whoever built it.
+    init_security_headers(app)
     # Outermost, so the request id and access log cover everything, versioning included.
     app.wsgi_app = RequestTrackingMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     # Outside even that: the access log records the client's address, not the proxy's.

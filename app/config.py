@@ -60,6 +60,13 @@ class BaseConfig:
     # entries they added; 0: those headers are ignored. See app/core/proxies.py.
     TRUSTED_PROXIES = 0
 
+    # Strict-Transport-Security on HTTPS responses (on in production): browsers then use only
+    # HTTPS for this host (and its subdomains) for HSTS_MAX_AGE seconds. Behind a TLS-terminating
+    # proxy, set TRUSTED_PROXIES so the app knows the request came over HTTPS.
+    HSTS_ENABLED = False
+    HSTS_MAX_AGE = 365 * 24 * 3600
+    HSTS_INCLUDE_SUBDOMAINS = True
+
     # Largest accepted request body in bytes; larger bodies get 413.
     MAX_CONTENT_LENGTH = 1024 * 1024
 
@@ -128,6 +135,7 @@ class TestingConfig(BaseConfig):
 class ProductionConfig(BaseConfig):
     APP_ENV = "production"
     # SECRET_KEY stays None: it must come from the environment.
+    HSTS_ENABLED = True
 
 
 CONFIGS: dict[str, type[BaseConfig]] = {
