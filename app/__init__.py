@@ -11,6 +11,7 @@ from app.api import create_api
 from app.api.versioning import init_api_versioning
 from app.cli import register_cli
 from app.config import load_config
+from app.core.cors import init_cors
 from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestTrackingMiddleware
@@ -41,8 +42,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_databases(app)
     create_api(app)
     register_cli(app)
-    # The headers middleware wraps versioning, so every response gets them, whoever built it.
-    init_security_headers(app)
+    # After create_api: preflights are answered behind the admin gate. The headers middleware
+    # wraps versioning, so every response gets them, whoever built it.
+    init_security_headers(app, cors=init_cors(app))
     # Outermost, so the request id and access log cover everything, versioning included.
     app.wsgi_app = RequestTrackingMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     # Outside even that: the access log records the client's address, not the proxy's.

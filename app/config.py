@@ -32,7 +32,7 @@ MIN_PRODUCTION_ADMIN_TOKEN_LENGTH = 32  # app.core.admin documents the admin tok
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 # Settings given in the environment as a comma-separated list.
-_LIST_SETTINGS = frozenset({"TRUSTED_HOSTS"})
+_LIST_SETTINGS = frozenset({"TRUSTED_HOSTS", "CORS_ORIGINS"})
 
 
 class ConfigError(RuntimeError):
@@ -60,6 +60,12 @@ class BaseConfig:
     # entries they added; 0: those headers are ignored. See app/core/proxies.py.
     TRUSTED_PROXIES = 0
 
+    # Browser origins allowed to call the API (CORS), exact: "https://app.example.com,
+    # http://localhost:3000" from the environment. Unset: no CORS headers at all. "*" (any
+    # origin) is refused in production. Preflight answers may be cached CORS_MAX_AGE seconds.
+    # See app/core/cors.py.
+    CORS_ORIGINS: list[str] | None = None
+    CORS_MAX_AGE = 600
     # Strict-Transport-Security on HTTPS responses (on in production): browsers then use only
     # HTTPS for this host (and its subdomains) for HSTS_MAX_AGE seconds. Behind a TLS-terminating
     # proxy, set TRUSTED_PROXIES so the app knows the request came over HTTPS.
