@@ -40,7 +40,7 @@ backup = Model(
             example="requested",
         ),
         "format_version": fields.Integer(example=1),
-        "app_version": fields.String(example="0.3.0"),
+        "app_version": fields.String(example="0.4.0"),
         "alembic_revision": NullableString(description="Schema revision", example="0001"),
         "shards": fields.List(fields.String, example=["shard-1", "shard-2"]),
         "databases": fields.List(fields.Nested(database_copy)),
