@@ -112,6 +112,43 @@ class BaseConfig:
     # MAX_CONTENT_LENGTH is far too small for an archive).
     WORKSPACE_IMPORT_MAX_BYTES = 64 * 1024 * 1024
 
+    # --- Chapter 4: authentication (docs/chapters/04-auth-security.md) ---
+    # Signing keys for access and refresh tokens (Ed25519, EdDSA): one PEM file per key in this
+    # directory, named <kid>.pem; the newest signs, the others still verify until they are pruned.
+    # `flask keys rotate` adds a key. Unset: instance/jwt-keys (created in development and
+    # testing); production refuses to start unless the directory holds a key.
+    JWT_KEYS_DIR: str | None = None
+    TOKEN_ISSUER = "task-management-api"  # the tokens' "iss" and "aud"
+    ACCESS_TOKEN_TTL = 900  # seconds: short, since an access token is checked without the database
+    REFRESH_TOKEN_TTL = 14 * 24 * 3600  # seconds; each refresh token is single use
+    # A used refresh token presented again within this many seconds gets a new pair (a client
+    # retrying after a lost response) instead of revoking its session as a reuse.
+    REFRESH_REUSE_GRACE = 10
+    # Passwords (NIST SP 800-63B-4): at least PASSWORD_MIN_LENGTH characters, not a common
+    # password, no composition rules. Argon2id cost: argon2-cffi's defaults (RFC 9106's low
+    # memory profile); a stored hash made with other parameters is redone at the next login.
+    PASSWORD_MIN_LENGTH = 15
+    PASSWORD_MAX_LENGTH = 128
+    PASSWORD_HASH_TIME_COST = 3
+    PASSWORD_HASH_MEMORY_KIB = 65536
+    PASSWORD_HASH_PARALLELISM = 4
+    # TOTP second factor: the issuer shown in authenticator apps.
+    MFA_ISSUER = "Task Management API"
+
+    # Redis (chapter 4 on): the revocation list of tokens and the rate limit counters. Unset:
+    # revocations in the control database, rate limit counters in process memory (one process;
+    # use Redis with several workers). Keys start with REDIS_KEY_PREFIX.
+    REDIS_URL: str | None = None
+    REDIS_KEY_PREFIX = "taskapi:"
+    # Rate limits (Flask-Limiter syntax: "10 per minute; 100 per hour"). RATE_LIMIT_AUTH_IP:
+    # login, registration, token refresh and MFA from one client address; RATE_LIMIT_AUTH_ACCOUNT:
+    # the same endpoints against one account; RATE_LIMIT_API: every other request of one user or
+    # key (anonymous: per address).
+    RATE_LIMITS_ENABLED = True
+    RATE_LIMIT_AUTH_IP = "20 per minute; 200 per hour"
+    RATE_LIMIT_AUTH_ACCOUNT = "10 per minute; 50 per hour"
+    RATE_LIMIT_API = "1200 per minute"
+
     # Swagger / Flask-RESTX.
     API_TITLE = "Task Management API"
     RESTX_MASK_SWAGGER = False  # no X-Fields parameter on every operation
@@ -134,6 +171,10 @@ class TestingConfig(BaseConfig):
     APP_ENV = "testing"
     SECRET_KEY: str | None = "testing-only-insecure-secret-key"
     TESTING = True
+    # Cheap hashes: the suite creates many users. Never this low anywhere else.
+    PASSWORD_HASH_TIME_COST = 1
+    PASSWORD_HASH_MEMORY_KIB = 256
+    PASSWORD_HASH_PARALLELISM = 1
     LOG_LEVEL = "DEBUG"
     LOG_FORMAT = "text"
 

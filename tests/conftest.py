@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -106,3 +108,31 @@ def capture_log() -> Iterator[Callable[[Flask], CapturedLog]]:
     yield start
     for handler, previous in handlers:
         handler.setStream(previous)
+
+
+# Real Redis for the tests that need it: TEST_REDIS_URL, else the local server's database 15.
+# Unreachable: those tests skip, except in CI (CI=true), where they must run.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_settings() -> Iterator[dict[str, str]]:
+    """``REDIS_URL`` and a key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip(f"no Redis at {TEST_REDIS_URL}: {exc}")
+    prefix = f"taskapi-test-{uuid.uuid4().hex[:12]}:"
+    yield {"REDIS_URL": TEST_REDIS_URL, "REDIS_KEY_PREFIX": prefix}
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    # Flask-Limiter's storage prefixes its own keys ("LIMITS:<prefix>..."): clean those too.
+    keys += list(client.scan_iter(match=f"*{prefix}*", count=1000))
+    if keys:
+        client.delete(*set(keys))
+    client.close()
+
