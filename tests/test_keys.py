@@ -1,4 +1,4 @@
-"""Token signing keys: the key directory, the key ring a process holds, and tokens
+"""Token signing keys: the key directory, the key ring a process holds, `flask keys`, and tokens
 signed and verified with them through PyJWT (what flask-jwt-extended calls)."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from app.auth.keys import (
     prune,
     rotate,
 )
+from app.auth.keys_cli import register_keys_cli
 from app.config import ConfigError
 from tests.conftest import PRODUCTION_TEST_SECRET
 from tests.databases import fresh_databases
@@ -456,6 +457,8 @@ def full_app() -> Iterator[Callable[..., Flask]]:
             config["SECRET_KEY"] = PRODUCTION_TEST_SECRET
         app = create_app(config)
         apps.append(app)
+        if "keys" not in app.cli.commands:  # until register_cli adds the group
+            register_keys_cli(app)
         return app
 
     yield build
@@ -489,3 +492,74 @@ def test_production_init_key_ring_refuses_under_flask_run(
     in_flask_cli.delenv("FLASK_RUN_FROM_CLI")  # a WSGI server
     with pytest.raises(ConfigError):
         init_key_ring(app)
+
+
+def test_production_flask_keys_rotate_makes_the_first_key(
+    tmp_path: Path, in_flask_cli: pytest.MonkeyPatch, full_app: Callable[..., Flask]
+) -> None:
+    keys_dir = tmp_path / "keys"
+    app = full_app("production", JWT_KEYS_DIR=str(keys_dir))  # `flask` commands start without
+    assert key_ring(app).kids == ()
+
+    result = app.test_cli_runner().invoke(args=["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    kid = result.stdout.strip()
+    assert [key.kid for key in load_keys(keys_dir)] == [kid]
+    listed = app.test_cli_runner().invoke(args=["keys", "list"]).stdout
+    assert listed.split()[::2] == [kid, "signs"]
+
+    in_flask_cli.delenv("FLASK_RUN_FROM_CLI")
+    server = full_app("production", JWT_KEYS_DIR=str(keys_dir))  # now a server starts
+    assert key_ring(server).signing_key().kid == kid
+
+
+def test_flask_keys_rotate_list_and_prune(tmp_path: Path, full_app: Callable[..., Flask]) -> None:
+    keys_dir = tmp_path / "keys"
+    now = datetime.now(UTC)
+    oldest = rotate(keys_dir, now=now - timedelta(days=40))
+    older = rotate(keys_dir, now=now - timedelta(days=20))  # supersedes oldest 20 days ago
+    app = full_app("testing", JWT_KEYS_DIR=str(keys_dir))
+    runner = app.test_cli_runner()
+
+    result = runner.invoke(args=["keys", "rotate"])  # supersedes older now
+    assert result.exit_code == 0, result.output
+    newest = result.stdout.strip()
+    assert newest > older
+
+    listed = runner.invoke(args=["keys", "list"]).stdout.splitlines()
+    assert [line.split()[0] for line in listed] == [oldest, older, newest]
+    assert [line.split()[2] for line in listed] == ["verifies", "verifies", "signs"]
+    assert listed[0].split()[1] == (now - timedelta(days=40)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # Default: ACCESS_TOKEN_TTL + REFRESH_TOKEN_TTL (14 days and 15 minutes).
+    result = runner.invoke(args=["keys", "prune"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [oldest]
+    assert "superseded more than 1210500 seconds ago" in result.stderr
+
+    result = runner.invoke(args=["keys", "prune", "--keep-seconds", "0"])
+    assert result.stdout.split() == [older]
+    assert [key.kid for key in load_keys(keys_dir)] == [newest]
+
+    assert runner.invoke(args=["keys", "prune", "--keep-seconds", "-1"]).exit_code == 2
+
+
+def with_keys_cli(app: Flask) -> Flask:
+    register_keys_cli(app)
+    return app
+
+
+def test_flask_keys_list_of_an_empty_directory(tmp_path: Path) -> None:
+    app = with_keys_cli(bare_app(tmp_path, "production", JWT_KEYS_DIR=str(tmp_path / "keys")))
+    result = app.test_cli_runner().invoke(args=["keys", "list"])
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "No signing key" in result.stderr
+
+
+def test_flask_keys_in_testing_needs_a_directory(tmp_path: Path) -> None:
+    app = with_keys_cli(bare_app(tmp_path, "testing"))
+    result = app.test_cli_runner().invoke(args=["keys", "rotate"])
+    assert result.exit_code == 1
+    assert "JWT_KEYS_DIR is not set" in result.output
+    assert not (tmp_path / "instance").exists()
