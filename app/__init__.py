@@ -9,6 +9,8 @@ from flask import Flask
 
 from app.api import create_api
 from app.api.versioning import init_api_versioning
+from app.auth.authentication import init_authentication
+from app.auth.tokens import init_tokens
 from app.cli import register_cli
 from app.config import load_config
 from app.core.cors import init_cors
@@ -40,6 +42,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_api_versioning(app)
     health_checks.init_app(app)
     init_databases(app)
+    init_tokens(app)
+    init_authentication(app)  # before the routes' own hooks: nothing runs for a stranger
     create_api(app)
     register_cli(app)
     # After create_api: preflights are answered behind the admin gate. The headers middleware

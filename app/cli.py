@@ -10,6 +10,10 @@ from flask import Flask, current_app
 from flask_migrate import upgrade
 
 from app.api.postman import DEFAULT_BASE_URL, app_spec, postman_collection
+from app.auth.accounts import DEMO_EMAIL, DEMO_PASSWORD, seed_demo_user
+from app.auth.cli import register_users_cli
+from app.auth.keys_cli import register_keys_cli
+from app.db import db
 from app.tasks import seed_demo_tasks
 from app.workspaces.moves import register_move_command
 
@@ -18,6 +22,8 @@ _SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
 
 def register_cli(app: Flask) -> None:
     register_move_command(app)  # flask move-workspace
+    register_users_cli(app)  # flask users create-admin
+    register_keys_cli(app)  # flask keys rotate|list|prune
 
     @app.cli.command("db-prepare")
     def db_prepare() -> None:
@@ -28,6 +34,11 @@ def register_cli(app: Flask) -> None:
             added = seed_demo_tasks()
             if added:
                 click.echo(f"Seeded {added} demo tasks into the default workspace.", err=True)
+            if seed_demo_user(db.session(), current_app.config):
+                click.echo(
+                    f"Demo account: {DEMO_EMAIL} / {DEMO_PASSWORD!r} (development only).",
+                    err=True,
+                )
 
     @app.cli.command("settings")
     def show_settings() -> None:

@@ -27,7 +27,6 @@ KNOWN_INSECURE_SECRET_KEYS = frozenset(
     }
 )
 MIN_PRODUCTION_SECRET_KEY_LENGTH = 32
-MIN_PRODUCTION_ADMIN_TOKEN_LENGTH = 32  # app.core.admin documents the admin token
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -100,12 +99,9 @@ class BaseConfig:
     # Demo tasks are seeded in development (into the default workspace, when it is empty).
     SEED_DEMO_DATA = False
 
-    # Admin endpoints (backups, workspace export/import) until chapter 4 brings roles: callers
-    # send "Authorization: Bearer <ADMIN_TOKEN>". Unset: the admin endpoints answer 404.
-    # Production refuses a token shorter than 32 characters.
-    ADMIN_TOKEN: str | None = None
     # Where backups are kept (a directory; created if missing). Unset: instance/backups, except
-    # in production, which refuses to start with ADMIN_TOKEN set and no BACKUP_DIR.
+    # in production, which refuses to start without it. Platform administrators (chapter 4:
+    # `flask users create-admin`) make and restore backups.
     BACKUP_DIR: str | None = None
     BACKUP_KEEP = 7  # retention: after each new backup, only the newest BACKUP_KEEP are kept
     # Largest workspace archive accepted by the import endpoint, in bytes (it has its own limit:
@@ -247,6 +243,11 @@ def validate_config(settings: Mapping[str, Any]) -> None:
         problems.append(f"LOG_FORMAT must be 'json' or 'text', got {settings['LOG_FORMAT']!r}")
     if str(settings["LOG_LEVEL"]).upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         problems.append(f"LOG_LEVEL must be a logging level name, got {settings['LOG_LEVEL']!r}")
+    minimum, maximum = int(settings["PASSWORD_MIN_LENGTH"]), int(settings["PASSWORD_MAX_LENGTH"])
+    if not 8 <= minimum <= maximum <= 1024:
+        problems.append(
+            "PASSWORD_MIN_LENGTH and PASSWORD_MAX_LENGTH must satisfy 8 <= min <= max <= 1024"
+        )
     if int(settings.get("BACKUP_KEEP", 1)) < 1:
         problems.append(f"BACKUP_KEEP must be at least 1, got {settings['BACKUP_KEEP']!r}")
     if settings[ENV_VAR] in {"testing", "production"} and settings.get("SEED_DEMO_DATA"):
@@ -263,12 +264,7 @@ def validate_config(settings: Mapping[str, Any]) -> None:
             )
         if not settings.get("DATABASE_URL"):
             problems.append("DATABASE_URL is not set")
-        admin_token = settings.get("ADMIN_TOKEN")
-        if admin_token and len(admin_token) < MIN_PRODUCTION_ADMIN_TOKEN_LENGTH:
-            problems.append(
-                f"ADMIN_TOKEN is shorter than {MIN_PRODUCTION_ADMIN_TOKEN_LENGTH} characters"
-            )
-        if admin_token and not settings.get("BACKUP_DIR"):
+        if not settings.get("BACKUP_DIR"):
             problems.append("BACKUP_DIR is not set (the admin endpoints keep backups there)")
         if settings.get("DEBUG"):
             problems.append("DEBUG is on")
@@ -276,7 +272,7 @@ def validate_config(settings: Mapping[str, Any]) -> None:
             problems.append("TESTING is on")
     if problems:
         hint = ""
-        if any(problem.startswith(("SECRET_KEY", "ADMIN_TOKEN")) for problem in problems):
+        if any(problem.startswith("SECRET_KEY") for problem in problems):
             hint = " Generate a key: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
         raise ConfigError(
             f"refusing to start with {ENV_VAR}={settings[ENV_VAR]}: "

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import io
 import json
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +20,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.auth.keys import rotate
 from app.tasks import seed_demo_tasks
+from tests.auth import BearerClient, add_user
 from tests.databases import fresh_databases
 
 # Long and random-looking: production accepts it. Only tests use it.
@@ -23,6 +30,16 @@ PRODUCTION_TEST_SECRET = "kq3V9x0bM8uZr2tLw7pYc4nJd6hEa1sGf5iTo"
 
 
 _apps: list[Flask] = []
+
+
+@functools.cache
+def test_keys_directory() -> Path:
+    """One signing key for the suite's development and production apps (never instance/)."""
+    directory = Path(tempfile.mkdtemp(prefix="taskapi-test-keys-"))
+    atexit.register(shutil.rmtree, directory, True)
+    keys = directory / "jwt-keys"
+    rotate(keys)
+    return keys
 
 
 @pytest.fixture(autouse=True)
@@ -36,11 +53,18 @@ def _close_databases() -> Iterator[None]:
 def make_app(env: str = "testing", *, seed: bool | None = None, **overrides: Any) -> Flask:
     """An app on its own fresh databases. Development seeds the demo tasks, as ./scripts/run."""
     config: dict[str, Any] = {"APP_ENV": env, **fresh_databases()}
+    if env != "testing":  # testing signs with a key made in memory; the others read a directory
+        config["JWT_KEYS_DIR"] = str(test_keys_directory())
     if env == "production":
         config["SECRET_KEY"] = PRODUCTION_TEST_SECRET
+        config["BACKUP_DIR"] = tempfile.mkdtemp(prefix="taskapi-test-backups-")
     config.update(overrides)
     app = create_app(config)
     _apps.append(app)
+    # Every test client sends the token of the default workspace's owner, unless it asks for
+    # another (app.test_client(token=...); token="" for none).
+    app.test_client_class = BearerClient
+    app.extensions["test_owner"] = add_user(app, "owner@example.com", role="owner")
     if seed if seed is not None else app.config["SEED_DEMO_DATA"]:
         with app.app_context():
             seed_demo_tasks()
@@ -135,4 +159,3 @@ def redis_settings() -> Iterator[dict[str, str]]:
     if keys:
         client.delete(*set(keys))
     client.close()
-

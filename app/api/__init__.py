@@ -15,13 +15,19 @@ from app.api import health, problems
 from app.api.models import SHARED_MODELS
 from app.api.versioning import SUPPORTED_VERSIONS, VERSION_REQUEST_HEADER, VERSION_RESPONSE_HEADER
 from app.audit import routes as audit
+from app.auth import routes as auth
 from app.backups import routes as backups
-from app.core.admin import AUTHORIZATIONS, init_admin
+from app.core.admin import AUTHORIZATIONS, BEARER, init_admin
 from app.hello import routes as hello
+from app.members import routes as members
 from app.tasks import routes as tasks
 from app.version import __version__
 from app.workspaces import routes as workspaces
 
+UNAUTHENTICATED = (
+    "No credentials, or an access token or API key that is malformed, expired or revoked "
+    "(WWW-Authenticate says which)"
+)
 API_V1 = "/api/v1"
 API_V2 = "/api/v2"
 SWAGGER_UI_PATH = "/swagger"
@@ -57,12 +63,25 @@ class TaskApi(Api):
     @property
     def __schema__(self) -> dict[str, Any]:
         """The spec, with operation-level ``consumes``: RESTX has no decorator for it, so an
-        operation declares ``@ns.vendor({"x-consumes": [...]})`` and it is moved here."""
+        operation declares ``@ns.vendor({"x-consumes": [...]})`` and it is moved here. And every
+        operation that needs credentials documents the 401 they can get it (one place, so none
+        can forget it)."""
         schema = super().__schema__
+        default_security = schema.get("security") or []
         for path_item in schema.get("paths", {}).values():
-            for operation in path_item.values():
-                if isinstance(operation, dict) and "x-consumes" in operation:
+            for method, operation in path_item.items():
+                if method == "parameters" or not isinstance(operation, dict):
+                    continue
+                if "x-consumes" in operation:
                     operation["consumes"] = operation.pop("x-consumes")
+                if operation.get("security", default_security):
+                    operation["responses"].setdefault(
+                        "401",
+                        {
+                            "description": UNAUTHENTICATED,
+                            "schema": {"$ref": "#/definitions/Problem"},
+                        },
+                    )
         return schema
 
     def render_root(self) -> dict[str, Any]:
@@ -88,11 +107,14 @@ def create_api(app: Flask) -> Api:
         description=DESCRIPTION,
         doc=SWAGGER_UI_PATH,
         ordered=True,
-        authorizations=AUTHORIZATIONS,  # "Authorize" in Swagger UI sends the admin token
+        authorizations=AUTHORIZATIONS,  # "Authorize" in Swagger UI: Bearer <token or key>
+        security=BEARER,  # every operation, unless it says otherwise (the public ones)
     )
     for model in SHARED_MODELS:
         api.models[model.name] = model
+    api.add_namespace(auth.ns, path=f"{API_V2}/auth")
     api.add_namespace(workspaces.ns, path=f"{API_V2}/workspaces")
+    api.add_namespace(members.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/members")
     api.add_namespace(tasks.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/tasks")
     api.add_namespace(audit.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>")
     api.add_namespace(hello.ns, path=f"{API_V2}/hello")
@@ -101,6 +123,7 @@ def create_api(app: Flask) -> Api:
     api.add_namespace(hello.ns_v1, path=f"{API_V1}/hello")
     api.add_namespace(health.ns, path="/health")
     api.add_namespace(problems.ns, path="/problems")
+    api.add_namespace(auth.well_known, path="/.well-known")
     api.init_app(app)
     init_admin(app)  # after the routes: it gates those documented as admin
     app.extensions["api"] = api

@@ -8,10 +8,9 @@ an admin may ask, and at most ``limit`` events per call.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, request
+from flask import Response, g, request
 from flask_restx import Namespace
 
 from app.api.models import problem
@@ -29,9 +28,9 @@ from app.audit.schemas import (
     parse_verify_params,
     verification_to_dict,
 )
-from app.audit.service import ADMIN, AuditLog, EventPage, current_actor
+from app.audit.service import AuditLog, EventPage
 from app.audit.tasks import TASK
-from app.core.admin import SECURITY_SCHEME, require_admin
+from app.auth.permissions import Action, allowed
 from app.core.http_cache import json_response
 from app.db import db
 from app.db.shards import shard_session, shards
@@ -56,10 +55,13 @@ _WORKSPACE_PARAM = {
 _LINK_HEADER = {"Link": {"type": "string", "description": 'rel="next" when there is a next page'}}
 
 
-def audit_log(workspace_id: uuid.UUID, *, read: bool = True) -> AuditLog:
+def audit_log(workspace_id: uuid.UUID, action: Action, *, read: bool = True) -> AuditLog:
     """The workspace's events in the control database and in its shard (404 if no workspace).
     ``read``: the shard's read session (a replica when usable), else its primary."""
-    workspace = workspace_service().get(workspace_id)
+    access = workspace_service().access(workspace_id, action)
+    workspace = access.workspace
+    # An address is personal data: shown to those who may read the whole audit log only.
+    g.audit_shows_client_ip = access.role is None or allowed(access.role, Action.AUDIT_READ)
     databases = {"control": db.session()}
     registry = shards()
     if registry.engine(workspace.shard) is not registry.control:
@@ -76,7 +78,7 @@ def _next_url(cursor: str | None, replaced: frozenset[str] = frozenset({"cursor"
 
 
 def _page_response(page: EventPage) -> Response:
-    show_ip = current_actor() == ADMIN  # an address is personal data: admins only
+    show_ip = bool(g.get("audit_shows_client_ip"))
     next_url = _next_url(page.next_cursor)
     headers: dict[str, str] = {}
     if next_url is not None:
@@ -97,15 +99,16 @@ class AuditEvents(ApiResource):
     @ns.doc(
         "list_audit_events",
         description="The workspace's audit events, newest first, filtered; cursor-paginated "
-        "(follow `next`). client_ip is shown to admins only.",
+        "(follow `next`). Workspace owners and admins.",
         params=LIST_PARAMS,
     )
     @ns.response(200, "One page of events", audit_page, headers=_LINK_HEADER)
     @ns.response(400, "A query parameter is invalid or unknown; errors lists each", problem)
-    @ns.response(404, "No such workspace", problem)
+    @ns.response(403, "Only the workspace's owners and admins may read its audit log", problem)
+    @ns.response(404, "No such workspace (or not yours)", problem)
     def get(self, workspace_id: uuid.UUID) -> Response:
         query, limit, cursor = parse_list_params(request.args)
-        return _page_response(audit_log(workspace_id).list(query, limit, cursor))
+        return _page_response(audit_log(workspace_id, Action.AUDIT_READ).list(query, limit, cursor))
 
 
 @ns.route("/audit/verify")
@@ -113,22 +116,17 @@ class AuditEvents(ApiResource):
 class AuditVerification(ApiResource):
     query_parameters = {"get": frozenset(VERIFY_PARAMS)}
 
-    def dispatch_request(self, *args: Any, **kwargs: Any) -> Any:
-        # Before the unknown-parameter check: without ADMIN_TOKEN this endpoint is not there.
-        require_admin()
-        return super().dispatch_request(*args, **kwargs)
-
     @ns.doc(
         "verify_audit_log",
-        description="Admin only. Recompute the workspace's hash chains (control database and "
-        "shard), at most `limit` events per call: ok, or the first event that does not verify "
+        description="Workspace owners and admins. Recompute the workspace's hash chains "
+        "(control database and shard), at most `limit` events per call: ok, or the first "
+        "event that does not verify "
         "and why. Without since/until every chain is checked from its first event; since and "
         "until (event ids, inclusive) check part of the one chain holding them. Follow `next` "
         "until it is null to check the rest: a piece links its first event to the stored hash "
         "of the event before it, so the pieces check what one pass would. A broken chain is a "
         "200 with ok false: the check itself succeeded.",
         params=VERIFY_PARAMS,
-        security=SECURITY_SCHEME,
     )
     @ns.response(200, "The verification", audit_verification, headers=_LINK_HEADER)
     @ns.response(
@@ -137,11 +135,11 @@ class AuditVerification(ApiResource):
         "workspace, or they are not in order in one chain; errors lists each",
         problem,
     )
-    @ns.response(401, "No or a wrong admin token (WWW-Authenticate says how to send one)", problem)
-    @ns.response(404, "No such workspace; or ADMIN_TOKEN is not configured", problem)
+    @ns.response(403, "Only the workspace's owners and admins may verify its audit log", problem)
+    @ns.response(404, "No such workspace (or not yours)", problem)
     def get(self, workspace_id: uuid.UUID) -> Response:
         limit, since, until, cursor = parse_verify_params(request.args)
-        verification = audit_log(workspace_id, read=False).verify(
+        verification = audit_log(workspace_id, Action.AUDIT_VERIFY, read=False).verify(
             limit, since=since, until=until, cursor=cursor
         )
         next_url = _next_url(verification.next_cursor, frozenset({"cursor", "since", "until"}))
@@ -167,7 +165,7 @@ class TaskHistory(ApiResource):
     @ns.response(404, "No such workspace, or no such task and no history of one", problem)
     def get(self, workspace_id: uuid.UUID, task_id: uuid.UUID) -> Response:
         limit, cursor = parse_history_params(request.args)
-        page = audit_log(workspace_id).history(TASK, str(task_id), limit, cursor)
+        page = audit_log(workspace_id, Action.TASKS_READ).history(TASK, str(task_id), limit, cursor)
         if not page.items and cursor is None:
             task_service(workspace_id).get(
                 task_id

@@ -36,7 +36,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from flask import current_app, has_request_context, request
+from flask import has_request_context, request
 from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.orm import Session
 
@@ -47,7 +47,6 @@ from app.tasks.models import new_task_id, utc_now
 from app.tasks.schemas import iso_utc
 
 ANONYMOUS = "anonymous"
-ADMIN = "admin"
 SYSTEM = "system"  # no request: the CLI, seeding, maintenance
 MAX_IP_LENGTH = 45
 
@@ -97,19 +96,14 @@ def _to_event(row: AuditEventRow, database: str = "") -> AuditEvent:
 
 
 def current_actor() -> str:
-    """``admin`` when the request carries the valid admin token, else ``anonymous`` (chapter 4
-    brings real users). Read defensively: no ADMIN_TOKEN configured means nobody is admin."""
+    """Who acts: the authenticated caller's subject (``user:<id>``, ``key:<prefix>``...),
+    ``anonymous`` in a request nobody authenticated (a failed login), ``system`` outside one."""
     if not has_request_context():
         return SYSTEM
-    token = current_app.config.get("ADMIN_TOKEN")
-    if not token:
-        return ANONYMOUS
-    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
-        return ANONYMOUS
-    # Constant time, as the admin gate itself: the audit log must not become a token oracle.
-    valid = hmac.compare_digest(credentials.strip().encode(), str(token).encode())
-    return ADMIN if valid else ANONYMOUS
+    from app.auth.principal import current_principal  # the auth module records events too
+
+    principal = current_principal()
+    return principal.subject if principal is not None else ANONYMOUS
 
 
 def current_client_ip() -> str | None:

@@ -14,6 +14,7 @@ class PrincipalKind(StrEnum):
     USER = "user"  # a user's access token (login) or an OAuth token acting for a user
     API_KEY = "key"  # an API key: one workspace, read or read+write
     CLIENT = "client"  # an OAuth client acting for itself (client credentials)
+    SYSTEM = "system"  # no request: the CLI, seeding, maintenance; every check passes
 
 
 class Scope(StrEnum):
@@ -39,6 +40,8 @@ class Principal:
     def allows(self, scope: Scope) -> bool:
         return self.scopes is None or scope in self.scopes
 
+
+SYSTEM = Principal(kind=PrincipalKind.SYSTEM, user_id=None, subject="system")
 
 _G_KEY = "principal"
 

@@ -19,6 +19,7 @@ from werkzeug.wsgi import wrap_file
 
 from app.api.models import QUERY_ERROR, problem
 from app.api.resource import ApiResource
+from app.auth.permissions import Action
 from app.backups import backup_service, record_admin_event
 from app.backups.schemas import (
     EXAMPLE_BACKUP_ID,
@@ -37,7 +38,7 @@ from app.backups.workspace_archive import (
     import_name,
     import_workspace,
 )
-from app.core.admin import SECURITY_SCHEME, require_admin
+from app.core.admin import BEARER, platform_admin_only, require_platform_admin
 from app.core.errors import ValidationProblem
 from app.core.http_cache import WRITE_CACHE_CONTROL, dump_json, json_response, no_content
 from app.db import db
@@ -48,8 +49,8 @@ from app.workspaces.schemas import EXAMPLE_WORKSPACE_ID
 
 ns = Namespace(
     "admin",
-    description="Admin only (Authorization: Bearer <ADMIN_TOKEN> until chapter 4): backups of "
-    "every database, restore, workspace export and import. Without ADMIN_TOKEN these answer 404.",
+    description="Backups of every database and restore, workspace import (platform "
+    "administrators only: to anyone else these answer 404), and workspace export (owners).",
 )
 for _model in MODELS:
     ns.add_model(_model.name, _model)
@@ -57,8 +58,8 @@ for _model in MODELS:
 TAR = "application/x-tar"
 _SPOOL = 8 * 1024 * 1024
 _GZIP_TYPES = frozenset({MEDIA_TYPE, "application/x-gzip"})
-_UNAUTHORIZED = "No or a wrong admin token (WWW-Authenticate says how to send one)"
-_NO_ADMIN = "ADMIN_TOKEN is not configured: the admin endpoints do not exist"
+_UNAUTHORIZED = "No, or an invalid, expired or revoked token (WWW-Authenticate says more)"
+_NO_ADMIN = "You are not a platform administrator: the admin endpoints do not exist for you"
 _DOWNLOAD_HEADERS = {
     "Content-Length": {"type": "integer", "description": "Bytes of the archive"},
     "ETag": {"type": "string", "description": "The archive's SHA-256, hex, quoted"},
@@ -68,12 +69,13 @@ _DOWNLOAD_HEADERS = {
 _BACKUP_ID = {"format": "uuid", "x-example": EXAMPLE_BACKUP_ID}
 
 
+@platform_admin_only
 class AdminResource(ApiResource):
-    """The admin check runs before everything else, the unknown-parameter check included:
-    without ADMIN_TOKEN these endpoints must look exactly like no endpoint at all."""
+    """The admin check runs before everything else, the unknown-parameter check included: to
+    anyone but a platform administrator these endpoints look exactly like no endpoint at all."""
 
     def dispatch_request(self, *args: Any, **kwargs: Any) -> Any:
-        require_admin()
+        require_platform_admin()
         return super().dispatch_request(*args, **kwargs)
 
 
@@ -81,7 +83,7 @@ def _admin_responses(not_found: str = _NO_ADMIN) -> Any:
     def document(operation: Any) -> Any:
         operation = ns.response(401, _UNAUTHORIZED, problem)(operation)
         operation = ns.response(404, not_found, problem)(operation)
-        return ns.doc(security=SECURITY_SCHEME)(operation)
+        return ns.doc(security=BEARER)(operation)
 
     return document
 
@@ -150,7 +152,7 @@ class BackupItem(AdminResource):
     @ns.doc("get_backup", description="One backup's metadata.")
     @ns.response(200, "The backup", backup)
     @ns.response(400, QUERY_ERROR, problem)
-    @_admin_responses("No such backup; or ADMIN_TOKEN is not configured")
+    @_admin_responses("No such backup; or you are not a platform administrator")
     def get(self, backup_id: uuid.UUID) -> Response:
         return json_response(
             backup_to_dict(backup_service().get(backup_id)), cache_control=WRITE_CACHE_CONTROL
@@ -159,7 +161,7 @@ class BackupItem(AdminResource):
     @ns.doc("delete_backup", description="Delete a backup (its archive and metadata).")
     @ns.response(204, "Deleted")
     @ns.response(400, QUERY_ERROR, problem)
-    @_admin_responses("No such backup; or ADMIN_TOKEN is not configured")
+    @_admin_responses("No such backup; or you are not a platform administrator")
     @ns.response(409, "Another backup operation is running (Retry-After)", problem)
     def delete(self, backup_id: uuid.UUID) -> Response:
         backup_service().delete(backup_id)
@@ -177,7 +179,7 @@ class BackupDownload(AdminResource):
     @ns.produces([TAR])
     @ns.response(200, "The archive", headers=_DOWNLOAD_HEADERS)
     @ns.response(400, QUERY_ERROR, problem)
-    @_admin_responses("No such backup; or ADMIN_TOKEN is not configured")
+    @_admin_responses("No such backup; or you are not a platform administrator")
     def get(self, backup_id: uuid.UUID) -> Response:
         item, file = backup_service().open_archive(backup_id)
         name = f"taskapi-backup-{item.id}.tar"
@@ -197,7 +199,7 @@ class BackupRestore(AdminResource):
     )
     @ns.response(200, "Restored; safety_backup holds the data as it was", restore_result)
     @ns.response(400, QUERY_ERROR, problem)
-    @_admin_responses("No such backup; or ADMIN_TOKEN is not configured")
+    @_admin_responses("No such backup; or you are not a platform administrator")
     @ns.response(
         409,
         "The backup is for another schema revision or database set; or another backup "
@@ -217,19 +219,21 @@ class BackupRestore(AdminResource):
     format="uuid",
     **{"x-example": EXAMPLE_WORKSPACE_ID},
 )
-class WorkspaceExport(AdminResource):
+class WorkspaceExport(ApiResource):
     @ns.doc(
         "export_workspace",
         description="The workspace and its tasks as a versioned, checksummed archive (a "
         "gzip-compressed tar: manifest.json and tasks.jsonl), streamed. Import it with "
-        "POST /api/v2/admin/workspaces/import.",
+        "POST /api/v2/admin/workspaces/import. The workspace's owners only.",
     )
     @ns.produces([MEDIA_TYPE])
     @ns.response(200, "The archive", headers=_DOWNLOAD_HEADERS)
     @ns.response(400, QUERY_ERROR, problem)
-    @_admin_responses("No such workspace; or ADMIN_TOKEN is not configured")
+    @ns.response(401, _UNAUTHORIZED, problem)
+    @ns.response(403, "Only the workspace's owners may export it", problem)
+    @ns.response(404, "No such workspace (or not yours)", problem)
     def get(self, workspace_id: uuid.UUID) -> Response:
-        workspace = workspace_service().get(workspace_id)
+        workspace = workspace_service().get(workspace_id, Action.WORKSPACE_EXPORT)
         exported = export_workspace(
             workspace, shard_session(workspace.shard), app_version=__version__
         )

@@ -54,6 +54,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.audit.service import record_event
+from app.auth.models import MembershipRow
+from app.auth.permissions import Role
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem, json_body_problem
 from app.db.shards import ShardRegistry
 from app.tasks.models import Task, TaskRow, TaskTagRow, new_task_id, utc_now
@@ -506,14 +508,14 @@ def import_workspace(
     if registry.engine(result.workspace.shard) is registry.control:
         with _write(control):  # one database: one transaction
             _insert_tasks(control, rows, tags)
-            _insert_entry(control, result)
+            _insert_entry(control, result, owner=workspaces.principal.user_id)
         return result
     shard = workspaces.shard_session(result.workspace.shard)
     with _write(shard):
         _insert_tasks(shard, rows, tags)
     try:
         with _write(control):
-            _insert_entry(control, result)
+            _insert_entry(control, result, owner=workspaces.principal.user_id)
     except BaseException:
         _remove_unreachable(registry, shard, workspace_id)
         raise
@@ -565,9 +567,10 @@ def _insert_tasks(session: Session, rows: list[dict[str, Any]], tags: list[dict[
         session.execute(insert(TaskTagRow.__table__), tags[start : start + _INSERT_BATCH])
 
 
-def _insert_entry(session: Session, result: ImportResult) -> None:
-    """The directory entry and its two audit events, in the caller's transaction on the control
-    database: ``workspace.created`` (as any new workspace has) and ``workspace.imported``."""
+def _insert_entry(session: Session, result: ImportResult, *, owner: uuid.UUID | None) -> None:
+    """The directory entry, its owner (the importing user) and its two audit events, in the
+    caller's transaction on the control database: ``workspace.created`` (as any new workspace
+    has) and ``workspace.imported``."""
     workspace = result.workspace
     session.execute(
         insert(_DIRECTORY).values(
@@ -596,6 +599,16 @@ def _insert_entry(session: Session, result: ImportResult) -> None:
         },
         **common,
     )
+    if owner is not None:
+        session.execute(
+            insert(MembershipRow.__table__).values(
+                workspace_id=workspace.id,
+                user_id=owner,
+                role=Role.OWNER.value,
+                created_at=workspace.created_at,
+                updated_at=workspace.created_at,
+            )
+        )
 
 
 def _remove_unreachable(registry: ShardRegistry, shard: Session, workspace_id: uuid.UUID) -> None:

@@ -1,82 +1,78 @@
-"""The admin surface's gate, until chapter 4 brings users and roles: one shared bearer token.
+"""The platform admin surface (backups, restores, workspace import and moves): platform
+administrators only, and invisible to everyone else.
 
-``ADMIN_TOKEN`` unset: the admin endpoints do not exist (404, the same problem as an unknown
-URL), so a deployment that never configured them shows nothing to probe. Set: every admin request
-must send ``Authorization: Bearer <ADMIN_TOKEN>``, compared in constant time (``hmac``), or it
-gets a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750). Production refuses a short token
-(``MIN_PRODUCTION_ADMIN_TOKEN_LENGTH`` in ``app.config``).
-
-An admin endpoint is one whose operations document the ``admin_token`` security (``@ns.doc(
-security=SECURITY_SCHEME)``): what Swagger shows as locked is what is gated. ``init_admin(app)``
-checks every request routed to one before anything else answers it, for *every* method: a
-method the route lacks (405 with ``Allow``), ``OPTIONS`` (Flask's automatic 200 with ``Allow``),
-``HEAD`` and a path werkzeug would redirect (308) included. Without the right token all of them
-answer what ``GET`` does: 404 with ADMIN_TOKEN unset, 401 with it set (OPTIONS too: no CORS
-preflight to serve yet, and an Allow header would describe the admin surface). With the right
-token nothing changes: 405 and OPTIONS answer as on any route. ``require_admin()`` in the views
-stays as a second check.
+An admin endpoint is a Flask-RESTX resource marked ``@platform_admin_only`` (class or method).
+``init_admin(app)`` checks every request routed to one before anything else answers it, for
+*every* method: a method the route lacks (405 with ``Allow``), ``OPTIONS``, ``HEAD`` and a path
+werkzeug would redirect (308) included. No or an invalid token: 401, as anywhere. A valid token
+of anyone who is not a platform administrator (an API key included): 404, the same problem as an
+unknown URL, so the admin surface shows nothing to probe. Platform administrators are users with
+``is_platform_admin`` (``flask users create-admin``), read from the database on each request: a
+demoted administrator loses access at once. ``require_platform_admin()`` in the views is a
+second check.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from flask import Flask, current_app, request
 from flask.globals import request_ctx
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import MapAdapter, RequestRedirect
 
-from app.core.errors import ApiProblem, ProblemType
+from app.auth.authentication import authenticate_header
+from app.auth.models import UserRow
+from app.auth.principal import (
+    Principal,
+    PrincipalKind,
+    current_principal,
+    set_current_principal,
+)
+from app.db import db
+from app.db.shards import outside_transaction
 
-SECURITY_SCHEME = "admin_token"
+BEARER = "bearer"
 # Swagger 2.0 has no "bearer" scheme: an apiKey in the Authorization header is the usual stand-in.
-# In Swagger UI's "Authorize" dialog, type: Bearer <ADMIN_TOKEN>.
+# In Swagger UI's "Authorize" dialog, type: Bearer <access token or API key>.
 AUTHORIZATIONS: dict[str, Any] = {
-    SECURITY_SCHEME: {
+    BEARER: {
         "type": "apiKey",
         "in": "header",
         "name": "Authorization",
-        "description": "Admin endpoints: `Bearer <ADMIN_TOKEN>` (until chapter 4 brings roles).",
+        "description": "`Bearer <access token>` (from POST /api/v2/auth/login) or "
+        "`Bearer <API key>` (tm_...). Type the word Bearer, a space, then the token.",
     }
 }
-_REALM = 'Bearer realm="admin"'
+_MARK = "__platform_admin_only__"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class AdminAuthenticationRequired(ApiProblem):
-    problem_type = ProblemType(
-        slug="admin-authentication-required",
-        title="Admin authentication required",
-        status=401,
-        description="This is an admin endpoint: send `Authorization: Bearer <ADMIN_TOKEN>`. "
-        "The token was missing or is not the configured one.",
-    )
-
-    def __init__(self, detail: str, *, invalid: bool) -> None:
-        # RFC 6750 3.1: error="invalid_token" only when a token was sent.
-        challenge = f'{_REALM}, error="invalid_token"' if invalid else _REALM
-        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+def platform_admin_only(view: F) -> F:
+    """Mark a Resource class or method as the platform admin surface (gated by init_admin)."""
+    setattr(view, _MARK, True)
+    return view
 
 
-def admin_enabled() -> bool:
-    return bool(current_app.config.get("ADMIN_TOKEN"))
+def is_platform_admin(principal: Principal | None) -> bool:
+    if principal is None or principal.kind is not PrincipalKind.USER:
+        return False
+    query = select(UserRow.is_platform_admin).where(UserRow.id == principal.user_id)
+    return bool(outside_transaction(db.session()).scalar(query))
 
 
-def require_admin() -> None:
-    """Return if the request carries the admin token; raise the 404 or 401 problem otherwise."""
-    token = current_app.config.get("ADMIN_TOKEN")
-    if not token:
+def require_platform_admin() -> Principal:
+    """The caller, if a platform administrator; 401 without credentials, 404 otherwise."""
+    principal = current_principal()
+    if principal is None:
+        principal = authenticate_header(request.headers.get("Authorization"))
+        set_current_principal(principal)
+    if not is_platform_admin(principal):
         raise NotFound()  # same body as an unknown URL: the admin surface is not there
-    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
-        raise AdminAuthenticationRequired(
-            "Send the admin token: Authorization: Bearer <ADMIN_TOKEN>.", invalid=False
-        )
-    # Bytes: compare_digest refuses non-ASCII str, and a header can hold any latin-1 text.
-    if not hmac.compare_digest(credentials.strip().encode(), str(token).encode()):
-        raise AdminAuthenticationRequired("The admin token is not valid.", invalid=True)
+    return principal
 
 
 # --- The gate, in front of routing's own answers ------------------------------------------------
@@ -92,12 +88,12 @@ def init_admin(app: Flask) -> None:
 
 def _gate_admin_endpoints() -> None:
     if _routed_endpoints() & _admin_endpoints(current_app):
-        require_admin()  # the 404 or 401 problem, before a 405, an OPTIONS answer or the view
+        require_platform_admin()  # 401 or 404, before a 405, an OPTIONS answer or the view
 
 
 def _admin_endpoints(app: Flask) -> frozenset[str]:
-    """Endpoints with an operation documented as needing the admin token; computed once (no
-    route can be added after the first request)."""
+    """Endpoints with an operation marked platform-admin only; computed once (no route can be
+    added after the first request)."""
     found = app.extensions.get(_EXTENSION)
     if found is None:
         found = frozenset(
@@ -111,10 +107,8 @@ def _documents_admin(view: Callable[..., Any]) -> bool:
     resource = getattr(view, "view_class", None)  # Flask-RESTX keeps the Resource class here
     if resource is None:
         return False
-    documented = [resource, *(getattr(resource, m.lower(), None) for m in resource.methods or ())]
-    return any(
-        getattr(item, "__apidoc__", {}).get("security") == SECURITY_SCHEME for item in documented
-    )
+    marked = [resource, *(getattr(resource, m.lower(), None) for m in resource.methods or ())]
+    return any(getattr(item, _MARK, False) for item in marked)
 
 
 def _routed_endpoints() -> set[str]:

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from app.audit.tasks import AuditedTaskRepository
+from app.auth.permissions import Action
 from app.db.shards import note_write, shard_session
 from app.tasks.models import Priority, Status, new_task_id
 from app.tasks.repository import TaskQuery
@@ -31,9 +32,12 @@ DEMO_TASKS = [
 
 
 def task_service(workspace_id: uuid.UUID = DEFAULT_WORKSPACE_ID) -> TaskService:
-    """The service on ``workspace_id``'s tasks; 404 problem if there is no such workspace."""
+    """The service on ``workspace_id``'s tasks for this request's caller: 404 problem if there
+    is no such workspace or the caller has no role there; each use case then checks its own
+    action (a viewer reads, a member writes) against that role."""
     directory = workspace_service()
-    workspace = directory.get(workspace_id)
+    access = directory.access(workspace_id, Action.TASKS_READ)
+    workspace = access.workspace
     # Looked up: hold no lock on the control database while working on the shard.
     directory.session.rollback()
     repository = AuditedTaskRepository(
@@ -46,7 +50,10 @@ def task_service(workspace_id: uuid.UUID = DEFAULT_WORKSPACE_ID) -> TaskService:
     def guard() -> None:  # inside each write's transaction: 503 while the workspace moves
         guard_write(repository.session, directory.session, workspace.id, workspace.shard)
 
-    return TaskService(repository, write_guard=guard)
+    def authorize(action: Action) -> None:
+        directory._authorize(workspace.id, access.role.value if access.role else None, action)
+
+    return TaskService(repository, write_guard=guard, authorize=authorize)
 
 
 def seed_tasks(service: TaskService, count: int) -> None:

@@ -60,6 +60,9 @@ ns = Namespace(
     description="A workspace's tasks: CRUD, filtering, sorting, pagination, bulk changes, ETags "
     "(If-None-Match for 304, If-Match for optimistic concurrency)",
 )
+NO_WORKSPACE = "No such workspace, or you are not a member of it"
+FORBIDDEN_WRITE = "Your role (viewer) or your key (read scope) may not write tasks"
+
 ns_v1 = Namespace(
     "tasks (v1)",
     description="Deprecated: API v1 has no workspaces and serves the default workspace's tasks. "
@@ -164,6 +167,7 @@ class TaskCollection(ApiResource):
     )
     @ns.response(304, "Not modified: your If-None-Match still matches")
     @ns.response(400, "A query parameter is invalid or unknown; errors lists each", problem)
+    @ns.response(404, NO_WORKSPACE, problem)
     def get(self, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
         page = task_service(workspace_id).list(parse_task_query(request.args))
         return json_response(
@@ -183,6 +187,8 @@ class TaskCollection(ApiResource):
         headers={**_ETAG_HEADER, "Location": {"type": "string", "description": "The new task"}},
     )
     @json_body_errors(ns)
+    @ns.response(403, FORBIDDEN_WRITE, problem)
+    @ns.response(404, NO_WORKSPACE, problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
     @ns.response(503, MOVING_DOC, problem, headers=RETRY_AFTER_HEADER)
     def post(self, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
@@ -207,7 +213,7 @@ class TaskItem(ApiResource):
     @ns.response(200, "The task", task, headers=_ETAG_HEADER)
     @ns.response(304, "Not modified: your If-None-Match still matches")
     @ns.response(400, QUERY_ERROR, problem)
-    @ns.response(404, "No such task", problem)
+    @ns.response(404, "No such task (or workspace, or not yours)", problem)
     def get(self, task_id: uuid.UUID, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
         service = task_service(workspace_id)
         if "If-None-Match" in request.headers:
@@ -226,7 +232,8 @@ class TaskItem(ApiResource):
     @ns.expect(task_input)
     @ns.response(200, "The replaced task", task, headers=_ETAG_HEADER)
     @json_body_errors(ns)
-    @ns.response(404, "No such task", problem)
+    @ns.response(403, FORBIDDEN_WRITE, problem)
+    @ns.response(404, "No such task (or workspace, or not yours)", problem)
     @ns.response(409, "The status change is not allowed by the lifecycle", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
@@ -248,7 +255,8 @@ class TaskItem(ApiResource):
     @ns.expect(task_patch)
     @ns.response(200, "The updated task", task, headers=_ETAG_HEADER)
     @json_body_errors(ns)
-    @ns.response(404, "No such task", problem)
+    @ns.response(403, FORBIDDEN_WRITE, problem)
+    @ns.response(404, "No such task (or workspace, or not yours)", problem)
     @ns.response(409, "The status change is not allowed by the lifecycle", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
@@ -265,7 +273,8 @@ class TaskItem(ApiResource):
     @ns.response(
         400, "If-Match or If-None-Match is malformed, or a query parameter is unknown", problem
     )
-    @ns.response(404, "No such task", problem)
+    @ns.response(403, FORBIDDEN_WRITE, problem)
+    @ns.response(404, "No such task (or workspace, or not yours)", problem)
     @ns.response(412, "If-Match no longer matches: the task changed", problem)
     @ns.response(503, MOVING_DOC, problem, headers=RETRY_AFTER_HEADER)
     def delete(self, task_id: uuid.UUID, workspace_id: uuid.UUID = _WORKSPACE) -> Response:
@@ -365,6 +374,8 @@ class TaskBulk(ApiResource):
     @ns.expect(bulk_request)
     @ns.response(200, "Every operation applied; one result each, in order", bulk_response)
     @json_body_errors(ns)
+    @ns.response(403, FORBIDDEN_WRITE, problem)
+    @ns.response(404, NO_WORKSPACE, problem)
     @ns.response(422, "The request or an operation is invalid; nothing was applied", problem)
     @ns.response(503, MOVING_DOC, problem, headers=RETRY_AFTER_HEADER)
     def post(self, workspace_id: uuid.UUID = _WORKSPACE) -> Response:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from app.auth.permissions import Action
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.core.merge_patch import merge_patch
 from app.tasks.models import Status, Task, can_transition, new_task_id, utc_now
@@ -93,8 +94,12 @@ class TaskService:
         clock: Callable[[], Any] = utc_now,
         new_id: Callable[[], uuid.UUID] = new_task_id,
         write_guard: Callable[[], None] | None = None,
+        authorize: Callable[[Action], None] | None = None,
     ) -> None:
         self.repository = repository
+        # Raises if the caller may not do the action here (403); None: no caller to check (the
+        # CLI, seeding, tests of the use cases themselves).
+        self._authorize = authorize
         self._clock = clock
         self._new_id = new_id
         # Runs first inside every outermost unit of work: may refuse the write (a workspace that
@@ -105,6 +110,7 @@ class TaskService:
     # --- reads ---------------------------------------------------------------------------------
 
     def get(self, task_id: uuid.UUID) -> Task:
+        self._check(Action.TASKS_READ)
         task = self.repository.get(task_id)
         if task is None:
             raise TaskNotFound()
@@ -112,12 +118,14 @@ class TaskService:
 
     def stamp(self, task_id: uuid.UUID) -> TaskStamp:
         """What the task's ETag derives from, without reading the task: a cheap 304."""
+        self._check(Action.TASKS_READ)
         stamp = self.repository.stamp(task_id)
         if stamp is None:
             raise TaskNotFound()
         return stamp
 
     def list(self, query: TaskQuery) -> Page:
+        self._check(Action.TASKS_READ)
         page = self.repository.find(query)
         if query.page > page.pages:
             raise ValidationProblem(
@@ -129,12 +137,14 @@ class TaskService:
     # --- writes --------------------------------------------------------------------------------
 
     def create(self, document: Any) -> Task:
+        self._check(Action.TASKS_WRITE)
         return self._insert(task_fields(document))
 
     def replace(
         self, task_id: uuid.UUID, document: Any, *, precondition: Precondition | None = None
     ) -> Task:
         """PUT: the document replaces every writable field; omitted ones take their defaults."""
+        self._check(Action.TASKS_WRITE)
         values = task_fields(document)
         with self._unit():
             current = self._current(task_id, precondition)
@@ -149,6 +159,7 @@ class TaskService:
         pointer: str = "#",
     ) -> Task:
         """PATCH with JSON Merge Patch (RFC 7396): null removes (clears) a field."""
+        self._check(Action.TASKS_WRITE)
         check_patch(changes, pointer)  # before taking the store: a bad patch waits for nothing
         with self._unit():
             current = self._current(task_id, precondition)
@@ -156,6 +167,7 @@ class TaskService:
             return self._save(current, values)
 
     def delete(self, task_id: uuid.UUID, *, precondition: Precondition | None = None) -> None:
+        self._check(Action.TASKS_WRITE)
         with self._unit():
             self._current(task_id, precondition)
             self.repository.delete(task_id)
@@ -167,6 +179,7 @@ class TaskService:
         Documents are validated first, outside the unit of work, so a large invalid request
         never holds the store; only lookups, preconditions and writes happen inside it.
         """
+        self._check(Action.TASKS_WRITE)
         errors: list[dict[str, Any]] = []
         created: dict[int, dict[str, Any]] = {}
         for index, operation in enumerate(operations):
@@ -200,6 +213,10 @@ class TaskService:
         return results
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def _check(self, action: Action) -> None:
+        if self._authorize is not None:
+            self._authorize(action)
 
     @contextmanager
     def _unit(self) -> Iterator[None]:

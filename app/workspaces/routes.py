@@ -92,7 +92,11 @@ def _workspace_response(item: Workspace, status: int = 200, **headers: str) -> R
 class WorkspaceCollection(ApiResource):
     query_parameters = {"get": frozenset(_PAGE_PARAMS)}
 
-    @ns.doc("list_workspaces", description="Every workspace, oldest first.", params=_PAGE_PARAMS)
+    @ns.doc(
+        "list_workspaces",
+        description="The workspaces you are a member of (an API key: its own), oldest first.",
+        params=_PAGE_PARAMS,
+    )
     @ns.response(200, "One page of workspaces; Link has first/prev/next/last", workspace_page)
     @ns.response(400, "A query parameter is invalid or unknown; errors lists each", problem)
     def get(self) -> Response:
@@ -116,7 +120,11 @@ class WorkspaceCollection(ApiResource):
             encoded=dump_json(body), headers={"Link": link_header(result.page, result.pages)}
         )
 
-    @ns.doc("create_workspace", description="Create a workspace; it is placed on a shard.")
+    @ns.doc(
+        "create_workspace",
+        description="Create a workspace; it is placed on a shard, and you are its owner. "
+        "Signed-in users only (not API keys).",
+    )
     @ns.expect(workspace_input)
     @ns.response(
         201,
@@ -143,7 +151,7 @@ class WorkspaceItem(ApiResource):
     @ns.response(200, "The workspace", workspace, headers=_ETAG_HEADER)
     @ns.response(304, "Not modified: your If-None-Match still matches")
     @ns.response(400, QUERY_ERROR, problem)
-    @ns.response(404, "No such workspace", problem)
+    @ns.response(404, "No such workspace (or not yours)", problem)
     def get(self, workspace_id: uuid.UUID) -> Response:
         return _workspace_response(workspace_service().get(workspace_id))
 
@@ -156,7 +164,8 @@ class WorkspaceItem(ApiResource):
     @ns.expect(workspace_input)
     @ns.response(200, "The renamed workspace", workspace, headers=_ETAG_HEADER)
     @json_body_errors(ns)
-    @ns.response(404, "No such workspace", problem)
+    @ns.response(403, "Only the workspace's owners and admins may rename it", problem)
+    @ns.response(404, "No such workspace (or not yours)", problem)
     @ns.response(412, "If-Match no longer matches: the workspace changed", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
     @ns.response(503, MOVING_DOC, problem, headers=RETRY_AFTER_HEADER)
@@ -175,7 +184,8 @@ class WorkspaceItem(ApiResource):
     @ns.response(
         400, "A precondition header is malformed or refused; or an unknown parameter", problem
     )
-    @ns.response(404, "No such workspace", problem)
+    @ns.response(403, "Only the workspace's owners may delete it", problem)
+    @ns.response(404, "No such workspace (or not yours)", problem)
     @ns.response(409, "The default workspace: API v1 serves it until its sunset", problem)
     @ns.response(412, "If-Match no longer matches: the workspace changed", problem)
     @ns.response(503, MOVING_DOC, problem, headers=RETRY_AFTER_HEADER)

@@ -15,13 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import lock_chain, record_event
+from app.auth.errors import PermissionDenied
+from app.auth.models import MembershipRow
+from app.auth.permissions import Action, Role
+from app.auth.principal import SYSTEM, Principal, PrincipalKind
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.db.shards import ShardRegistry, outside_transaction
 from app.tasks.models import TaskRow, TaskTagRow, new_task_id, utc_now
+from app.workspaces.access import NoSuchWorkspace, authorize, effective_role
 from app.workspaces.models import (
     DEFAULT_WORKSPACE_ID,
     Workspace,
@@ -97,8 +102,28 @@ def place(workspace_id: uuid.UUID, shard_names: list[str]) -> str:
 
 
 _DIRECTORY = WorkspaceRow.__table__
-# Built once: every request on a workspace's tasks runs it.
-_DIRECTORY_ENTRY = select(_DIRECTORY).where(_DIRECTORY.c.id == bindparam("workspace_id"))
+_MEMBERSHIPS = MembershipRow.__table__
+# Built once: every request on a workspace's tasks runs it. The directory entry and the caller's
+# role there, in one round trip.
+_DIRECTORY_ENTRY = (
+    select(_DIRECTORY, _MEMBERSHIPS.c.role.label("member_role"))
+    .outerjoin(
+        _MEMBERSHIPS,
+        and_(
+            _MEMBERSHIPS.c.workspace_id == _DIRECTORY.c.id,
+            _MEMBERSHIPS.c.user_id == bindparam("user_id"),
+        ),
+    )
+    .where(_DIRECTORY.c.id == bindparam("workspace_id"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceAccess:
+    """A workspace and the role the caller acts with there (None: the system itself)."""
+
+    workspace: Workspace
+    role: Role | None
 
 
 class WorkspaceService:
@@ -110,26 +135,73 @@ class WorkspaceService:
         *,
         clock: Callable[[], Any] = utc_now,
         new_id: Callable[[], uuid.UUID] = new_task_id,
+        principal: Principal = SYSTEM,
     ) -> None:
         self.session = session
         self.shards = shards
         self.shard_session = shard_session
+        self.principal = principal
         self._clock = clock
         self._new_id = new_id
 
-    def get(self, workspace_id: uuid.UUID) -> Workspace:
+    def get(self, workspace_id: uuid.UUID, action: Action = Action.WORKSPACE_READ) -> Workspace:
+        return self.access(workspace_id, action).workspace
+
+    def access(
+        self, workspace_id: uuid.UUID, action: Action = Action.WORKSPACE_READ
+    ) -> WorkspaceAccess:
+        """The workspace, if the caller may do ``action`` there: 404 without a role, 403 when
+        the role does not allow it."""
         # A plain row, not an ORM object: every request on a workspace's tasks starts here.
         row = (
             outside_transaction(self.session)
-            .execute(_DIRECTORY_ENTRY, {"workspace_id": workspace_id})
+            .execute(
+                _DIRECTORY_ENTRY,
+                {"workspace_id": workspace_id, "user_id": self.principal.user_id},
+            )
             .one_or_none()
         )
         if row is None:
             raise WorkspaceNotFound()
-        return workspace_from_row(row)
+        role = self._authorize(workspace_id, row.member_role, action)
+        return WorkspaceAccess(workspace_from_row(row), role)
+
+    def authorize(self, workspace_id: uuid.UUID, action: Action) -> Role | None:
+        """Check ``action`` against the caller's current role (read now, not from a cache)."""
+        member_role = self.session.scalar(
+            select(MembershipRow.role).where(
+                MembershipRow.workspace_id == workspace_id,
+                MembershipRow.user_id == self.principal.user_id,
+            )
+        )
+        return self._authorize(workspace_id, member_role, action)
+
+    def _authorize(
+        self, workspace_id: uuid.UUID, member_role: str | None, action: Action
+    ) -> Role | None:
+        if self.principal.kind is PrincipalKind.SYSTEM:
+            return None
+        role = effective_role(self.principal, workspace_id, member_role)
+        try:
+            authorize(self.principal, role, action)
+        except NoSuchWorkspace:
+            raise WorkspaceNotFound() from None
+        return role
 
     def list(self, page: int, per_page: int) -> WorkspacePage:
-        total = self.session.scalar(select(func.count()).select_from(WorkspaceRow)) or 0
+        """The caller's workspaces (a key or client: its own workspace), oldest first."""
+        mine = select(WorkspaceRow)
+        if self.principal.workspace_id is not None:
+            mine = mine.where(WorkspaceRow.id == self.principal.workspace_id)
+        elif self.principal.kind is not PrincipalKind.SYSTEM:
+            mine = mine.join(
+                MembershipRow,
+                and_(
+                    MembershipRow.workspace_id == WorkspaceRow.id,
+                    MembershipRow.user_id == self.principal.user_id,
+                ),
+            )
+        total = self.session.scalar(select(func.count()).select_from(mine.subquery())) or 0
         result = WorkspacePage([], page, per_page, total)
         if page > result.pages:
             raise ValidationProblem(
@@ -142,14 +214,16 @@ class WorkspaceService:
                 status=400,
             )
         rows = self.session.scalars(
-            select(WorkspaceRow)
-            .order_by(WorkspaceRow.created_at, WorkspaceRow.id)
+            mine.order_by(WorkspaceRow.created_at, WorkspaceRow.id)
             .limit(per_page)
             .offset((page - 1) * per_page)
         )
         return WorkspacePage([row.to_domain() for row in rows], page, per_page, total)
 
     def create(self, document: Any, *, workspace_id: uuid.UUID | None = None) -> Workspace:
+        """A new workspace; a user who creates one is its owner."""
+        if self.principal.kind not in {PrincipalKind.USER, PrincipalKind.SYSTEM}:
+            raise PermissionDenied("Only a signed-in user may create a workspace, not a key.")
         name = workspace_name(document)
         new_id = workspace_id or self._new_id()
         now = self._clock()
@@ -166,6 +240,16 @@ class WorkspaceService:
             self.session.add(row)
             self.session.flush()
             _audit(self.session, "workspace.created", None, row.to_domain())
+            if self.principal.user_id is not None:
+                self.session.add(
+                    MembershipRow(
+                        workspace_id=new_id,
+                        user_id=self.principal.user_id,
+                        role=Role.OWNER.value,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
         return row.to_domain()
 
     def rename(
@@ -173,6 +257,7 @@ class WorkspaceService:
     ) -> Workspace:
         name = workspace_name(document)
         with self._write():
+            self.authorize(workspace_id, Action.WORKSPACE_RENAME)
             row = self._locked(workspace_id, precondition)
             if row.name != name:
                 before = row.to_domain()
@@ -192,10 +277,11 @@ class WorkspaceService:
         entry. A failure before the entry is gone puts it back to ``active``; whatever was
         already removed stays removed, and deleting again finishes the job.
         """
+        self.get(workspace_id, Action.WORKSPACE_DELETE)
         if workspace_id == DEFAULT_WORKSPACE_ID:
-            self.get(workspace_id)
             raise DefaultWorkspaceInUse()
         with self._write():
+            self.authorize(workspace_id, Action.WORKSPACE_DELETE)
             row = self._locked(workspace_id, precondition)
             row.state = WorkspaceState.DELETING.value
             shard_name = row.shard

@@ -1,0 +1,189 @@
+"""``/api/v2/auth``: accounts and tokens; ``/.well-known/jwks.json``: the public keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app
+from flask_restx import Namespace
+
+from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.resource import ApiResource
+from app.auth.authentication import public
+from app.auth.keys import key_ring
+from app.auth.principal import current_principal
+from app.auth.schemas import (
+    MODELS,
+    checked,
+    credentials_input,
+    jwks,
+    login_result,
+    password_change_input,
+    refresh_input,
+    token_pair,
+    tokens_to_dict,
+    user,
+    user_to_dict,
+)
+from app.auth.service import AccountService
+from app.core.http_cache import dump_json, json_response, no_content
+from app.core.security_headers import no_store
+from app.core.validation import json_body
+from app.db import db
+
+ns = Namespace("auth", description="Accounts and tokens: register, log in, refresh, log out")
+well_known = Namespace("well-known", description="Discovery documents (public keys)")
+for _model in MODELS:
+    ns.add_model(_model.name, _model)
+well_known.add_model(jwks.name, jwks)
+
+_UNAUTHENTICATED = "No, or an invalid, expired or revoked access token"
+_NO_CACHE = "no-store"
+
+
+def accounts() -> AccountService:
+    return AccountService(db.session(), current_app.config)
+
+
+def _principal() -> Any:
+    principal = current_principal()
+    assert principal is not None  # the authentication hook ran: not a public operation
+    return principal
+
+
+def _credential_response(body: dict[str, Any], status: int = 200) -> Response:
+    return json_response(
+        encoded=dump_json(body), status=status, cache_control=_NO_CACHE, etag=False
+    )
+
+
+@ns.route("/register")
+class Register(ApiResource):
+    @public
+    @no_store
+    @ns.doc("register", description="Create an account. Then log in with it.", security=[])
+    @ns.expect(credentials_input)
+    @ns.response(201, "The new account", user)
+    @json_body_errors(ns)
+    @ns.response(409, "An account with this email exists", problem)
+    @ns.response(422, "The email or password is not acceptable; errors says why", problem)
+    def post(self) -> Response:
+        document = checked(credentials_input, json_body())
+        created = accounts().register(document["email"], document["password"])
+        return _credential_response(user_to_dict(created), 201)
+
+
+@ns.route("/login")
+class Login(ApiResource):
+    @public
+    @no_store
+    @ns.doc(
+        "login",
+        description="Exchange email and password for an access token (short-lived) and a "
+        "refresh token (single use). With a second factor on, the answer is `mfa_required` "
+        "and an `mfa_token` for `POST /auth/login/mfa` instead.",
+        security=[],
+    )
+    @ns.expect(credentials_input)
+    @ns.response(200, "Tokens (or mfa_required)", login_result)
+    @json_body_errors(ns)
+    @ns.response(401, "Wrong email or password (the same answer for both)", problem)
+    @ns.response(422, "The body is not {email, password}", problem)
+    def post(self) -> Response:
+        document = checked(credentials_input, json_body())
+        result = accounts().login(document["email"], document["password"])
+        if result.tokens is None:
+            return _credential_response({"mfa_required": True, "mfa_token": result.mfa_token})
+        return _credential_response({**tokens_to_dict(result.tokens), "mfa_required": False})
+
+
+@ns.route("/refresh")
+class Refresh(ApiResource):
+    @public
+    @no_store
+    @ns.doc(
+        "refresh_tokens",
+        description="Trade a refresh token for a new pair. Each refresh token works once: "
+        "presenting a used one again ends its session (both tokens stop working).",
+        security=[],
+    )
+    @ns.expect(refresh_input)
+    @ns.response(200, "A new access and refresh token", token_pair)
+    @json_body_errors(ns)
+    @ns.response(401, "The refresh token is invalid, expired, used or revoked", problem)
+    @ns.response(422, "The body is not {refresh_token}", problem)
+    def post(self) -> Response:
+        document = checked(refresh_input, json_body())
+        return _credential_response(tokens_to_dict(accounts().refresh(document["refresh_token"])))
+
+
+@ns.route("/logout")
+class Logout(ApiResource):
+    @ns.doc("logout", description="End this session: its refresh and access tokens stop working.")
+    @ns.response(204, "Logged out")
+    @ns.response(400, QUERY_ERROR, problem)
+    @ns.response(401, _UNAUTHENTICATED, problem)
+    def post(self) -> Response:
+        accounts().logout(_principal())
+        return no_content()
+
+
+@ns.route("/logout-everywhere")
+class LogoutEverywhere(ApiResource):
+    @ns.doc("logout_everywhere", description="End every session of your account, this one too.")
+    @ns.response(204, "Every session ended")
+    @ns.response(400, QUERY_ERROR, problem)
+    @ns.response(401, _UNAUTHENTICATED, problem)
+    def post(self) -> Response:
+        accounts().logout_everywhere(_principal())
+        return no_content()
+
+
+@ns.route("/me")
+class Me(ApiResource):
+    @no_store
+    @ns.doc("get_me", description="Your account.")
+    @ns.response(200, "Your account", user)
+    @ns.response(400, QUERY_ERROR, problem)
+    @ns.response(401, _UNAUTHENTICATED, problem)
+    def get(self) -> Response:
+        principal = _principal()
+        return _credential_response(user_to_dict(accounts().user(principal.user_id)))
+
+
+@ns.route("/password")
+class Password(ApiResource):
+    @no_store
+    @ns.doc(
+        "change_password",
+        description="Change your password (the current one is needed). Every other session "
+        "of your account ends; this one stays.",
+    )
+    @ns.expect(password_change_input)
+    @ns.response(204, "Changed")
+    @json_body_errors(ns)
+    @ns.response(401, "Not authenticated, or the current password is wrong", problem)
+    @ns.response(422, "The new password is not acceptable; errors says why", problem)
+    def post(self) -> Response:
+        document = checked(password_change_input, json_body())
+        accounts().change_password(
+            _principal(), document["current_password"], document["new_password"]
+        )
+        return no_content()
+
+
+@well_known.route("/jwks.json")
+class Jwks(ApiResource):
+    @public
+    @well_known.doc(
+        "get_jwks",
+        description="The public keys that verify this service's tokens (RFC 7517), by `kid`. "
+        "Keys being retired stay listed until every token they signed has expired.",
+        security=[],
+    )
+    @well_known.response(200, "The key set", jwks)
+    @well_known.response(400, QUERY_ERROR, problem)
+    def get(self) -> Response:
+        return json_response(
+            encoded=dump_json(key_ring(current_app).jwks()), cache_control="public, max-age=300"
+        )
