@@ -14,6 +14,7 @@ from flask_restx import Api
 from app.api import health, problems
 from app.api.models import SHARED_MODELS
 from app.api.versioning import SUPPORTED_VERSIONS, VERSION_REQUEST_HEADER, VERSION_RESPONSE_HEADER
+from app.api_keys import routes as api_keys
 from app.audit import routes as audit
 from app.auth import routes as auth
 from app.backups import routes as backups
@@ -114,6 +115,7 @@ def create_api(app: Flask) -> Api:
         api.models[model.name] = model
     api.add_namespace(auth.ns, path=f"{API_V2}/auth")
     api.add_namespace(workspaces.ns, path=f"{API_V2}/workspaces")
+    api.add_namespace(api_keys.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/api-keys")
     api.add_namespace(members.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/members")
     api.add_namespace(tasks.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/tasks")
     api.add_namespace(audit.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>")

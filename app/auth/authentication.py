@@ -58,7 +58,7 @@ def authenticate_header(header: str | None) -> Principal:
     if scheme.lower() != "bearer" or not credential:
         raise AuthenticationRequired("Use the Bearer scheme: Authorization: Bearer <token>.")
     if credential.startswith(API_KEY_MARK):
-        from app.auth.api_keys import authenticate_api_key
+        from app.api_keys.service import authenticate_api_key
 
         return authenticate_api_key(credential)
     return authenticate_access_token(credential)

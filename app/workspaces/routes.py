@@ -133,6 +133,7 @@ class WorkspaceCollection(ApiResource):
         headers={**_ETAG_HEADER, "Location": {"type": "string", "description": "The workspace"}},
     )
     @json_body_errors(ns)
+    @ns.response(403, "API keys may not create workspaces", problem)
     @ns.response(422, "A field is invalid or unknown; errors lists each", problem)
     def post(self) -> Response:
         created = workspace_service().create(json_body())
