@@ -54,8 +54,7 @@ EXPOSED_HEADERS = (
     "Sunset",
     "X-Request-ID",
     "WWW-Authenticate",
-    "RateLimit",
-    "RateLimit-Policy",
+    # The rate-limit headers app.core.rate_limits sends (not the IETF draft's RateLimit fields).
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",
