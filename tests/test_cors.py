@@ -1,11 +1,13 @@
 """CORS with an explicit allowlist: allowed origins get the headers on every response and a 204
-preflight; other origins get none; admin URLs stay hidden behind their gate.
+preflight; other origins get none; preflights need no credentials, except to admin URLs, which
+stay behind their gate.
 
 Under the testing and the production configuration.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -16,16 +18,16 @@ from werkzeug.test import TestResponse
 from app import create_app
 from app.config import ConfigError, load_config
 from app.core.cors import parse_origins
+from tests.auth import add_user
 from tests.conftest import make_app
-from tests.test_admin import ADMIN_PATHS, TOKEN, comparable, spellings, unknown_counterpart, url_of
+from tests.test_admin import ADMIN_PATHS, comparable, spellings, unknown_counterpart, url_of
 
 ALLOWED = "https://app.example.com"
 OTHER_ALLOWED = "http://localhost:3000"
 DISALLOWED = "https://evil.example"
 EXPOSED = (
     "ETag, Location, Link, Retry-After, API-Version, Deprecation, Sunset, X-Request-ID, "
-    "WWW-Authenticate, RateLimit, RateLimit-Policy, X-RateLimit-Limit, X-RateLimit-Remaining, "
-    "X-RateLimit-Reset"
+    "WWW-Authenticate, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
 )
 PREFLIGHT = {
     "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, PATCH, DELETE",
@@ -172,28 +174,46 @@ def test_a_preflight_to_an_unknown_path_is_a_404(client: FlaskClient) -> None:
     assert "Access-Control-Allow-Methods" not in response.headers
 
 
+def test_a_preflight_needs_no_credentials(cors_app: Flask) -> None:
+    """Browsers never send Authorization on a preflight: it must not be a 401."""
+    anonymous = cors_app.test_client(token="")
+    for url, method in [("/api/v2/workspaces", "POST"), ("/api/v1/tasks", "GET")]:
+        response = preflight(
+            anonymous, url, ALLOWED, method, **{"Access-Control-Request-Headers": "authorization"}
+        )
+        assert response.status_code == 204
+        assert cors_headers(response) == {"Access-Control-Allow-Origin": ALLOWED, **PREFLIGHT}
+    # The request itself is then authenticated, and its 401 is readable, challenge included.
+    refused = anonymous.post("/api/v2/workspaces", json={"name": "x"}, headers={"Origin": ALLOWED})
+    assert refused.status_code == 401
+    assert "WWW-Authenticate" in refused.headers
+    assert "WWW-Authenticate" in refused.headers["Access-Control-Expose-Headers"]
+
+
 @pytest.mark.parametrize("path", ADMIN_PATHS)
 def test_a_preflight_does_not_reveal_admin_routes(cors_app: Flask, path: str) -> None:
-    """ADMIN_TOKEN unset: an admin URL's preflight is exactly an unknown URL's. Set: the gate's
-    401 (a preflight never carries the token). Never the allow headers."""
-    client = cors_app.test_client()
+    """A preflight carries no token: the gate's 401, as for any request without one. With the
+    token of anyone but a platform administrator: exactly an unknown URL's preflight. Never the
+    allow headers for either; a platform administrator's gets the ordinary 204."""
+    anonymous = cors_app.test_client(token="")
+    not_admin = cors_app.test_client()  # the default workspace's owner
     for url in spellings(url_of(path)):
-        hidden = preflight(client, url, ALLOWED)
+        gated = preflight(anonymous, url, ALLOWED)
+        assert gated.status_code == 401
+        assert gated.json["type"] == "/problems/authentication-required"
+        assert "Access-Control-Allow-Methods" not in gated.headers
+        assert "Allow" not in gated.headers
+        hidden = preflight(not_admin, url, ALLOWED)
         assert comparable(hidden) == comparable(
-            preflight(client, unknown_counterpart(url), ALLOWED)
+            preflight(not_admin, unknown_counterpart(url), ALLOWED)
         )
         assert hidden.status_code == 404
         assert "Access-Control-Allow-Methods" not in hidden.headers
         assert "Allow" not in hidden.headers
-    cors_app.config["ADMIN_TOKEN"] = TOKEN
-    try:
-        for url in spellings(url_of(path)):
-            gated = preflight(client, url, ALLOWED)
-            assert gated.status_code == 401
-            assert "Access-Control-Allow-Methods" not in gated.headers
-            assert "Allow" not in gated.headers
-    finally:
-        cors_app.config["ADMIN_TOKEN"] = None
+    admin = add_user(cors_app, f"root-{uuid.uuid4().hex[:8]}@example.com", platform_admin=True)
+    response = preflight(cors_app.test_client(token=admin.token), url_of(path), ALLOWED)
+    assert response.status_code == 204
+    assert cors_headers(response) == {"Access-Control-Allow-Origin": ALLOWED, **PREFLIGHT}
 
 
 # --- Settings -----------------------------------------------------------------------------------
