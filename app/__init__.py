@@ -10,6 +10,7 @@ from flask import Flask
 from app.api import create_api
 from app.api.versioning import init_api_versioning
 from app.auth.authentication import init_authentication
+from app.auth.login_throttle import init_login_throttle
 from app.auth.tokens import init_tokens
 from app.cli import register_cli
 from app.config import load_config
@@ -18,6 +19,7 @@ from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestTrackingMiddleware
 from app.core.proxies import behind_proxies
+from app.core.rate_limits import init_rate_limits
 from app.core.request_body import init_request_body
 from app.core.routing import ApiFlask
 from app.core.security_headers import init_security_headers
@@ -44,6 +46,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_databases(app)
     init_tokens(app)
     init_authentication(app)  # before the routes' own hooks: nothing runs for a stranger
+    # After the authentication hook: the API budget is keyed by the principal it sets.
+    init_rate_limits(app)
+    init_login_throttle(app)
     create_api(app)
     register_cli(app)
     # After create_api: preflights are answered behind the admin gate. The headers middleware

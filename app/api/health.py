@@ -8,6 +8,7 @@ from flask_restx import Namespace, fields
 
 from app.api.models import QUERY_ERROR, problem
 from app.api.resource import ApiResource
+from app.auth.authentication import public
 from app.extensions import health_checks
 
 ns = Namespace(
@@ -41,6 +42,8 @@ readiness = ns.inherit(
 
 
 @ns.route("/live")
+@public
+@ns.doc(security=[])  # probes and error readers carry no credentials
 class Liveness(ApiResource):
     @ns.doc("liveness", description="The process is up and serving. Calls no dependency.")
     @ns.response(200, "Alive", health)
@@ -50,6 +53,8 @@ class Liveness(ApiResource):
 
 
 @ns.route("/ready")
+@public
+@ns.doc(security=[])  # probes and error readers carry no credentials
 class Readiness(ApiResource):
     @ns.doc(
         "readiness",

@@ -98,3 +98,10 @@ def json_body_errors(ns: Namespace) -> Callable[[_Operation], _Operation]:
         return operation
 
     return document
+
+
+def requires(ns: Namespace, permission: str) -> Callable[[_Operation], _Operation]:
+    """Document what an operation needs (``x-permission`` in the spec): an action of the
+    permission table (app/auth/permissions.py), or any caller, users only, platform admins.
+    The services enforce it; tests/test_permission_matrix.py checks the two agree."""
+    return ns.vendor({"x-permission": str(permission)})

@@ -10,6 +10,7 @@ from werkzeug.exceptions import NotFound
 
 from app.api.models import QUERY_ERROR, problem
 from app.api.resource import ApiResource
+from app.auth.authentication import public
 from app.core.errors import ApiProblem
 
 ns = Namespace("problems", description="What each error `type` URI means (RFC 9457 problem types)")
@@ -33,6 +34,8 @@ def _describe(slug: str) -> dict[str, Any]:
 
 
 @ns.route("")
+@public
+@ns.doc(security=[])  # probes and error readers carry no credentials
 class ProblemTypeList(ApiResource):
     @ns.doc("list_problem_types", description="Every problem `type` this API can return.")
     # Documented, not marshalled: marshal_list_with would also apply an X-Fields mask, which
@@ -45,6 +48,8 @@ class ProblemTypeList(ApiResource):
 
 @ns.route("/<string:slug>")
 @ns.param("slug", "Problem type name", **{"x-example": "validation-error"})  # Swagger 2 form
+@public
+@ns.doc(security=[])  # probes and error readers carry no credentials
 class ProblemTypeDetail(ApiResource):
     @ns.doc("get_problem_type", description="What one problem `type` URI means.")
     @ns.response(200, "The problem type", problem_type)

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response, request
 from flask_restx import Namespace
 
-from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.models import QUERY_ERROR, json_body_errors, problem, requires
 from app.api.resource import ApiResource
 from app.api_keys import api_key_service
 from app.api_keys.schemas import (
@@ -20,6 +20,7 @@ from app.api_keys.schemas import (
     key_to_dict,
     rotate_input,
 )
+from app.auth.permissions import Action
 from app.auth.schemas import checked
 from app.core.http_cache import dump_json, json_response, no_content
 from app.core.security_headers import no_store
@@ -46,6 +47,7 @@ def _secret_response(body: dict[str, Any], status: int, **headers: str) -> Respo
 @ns.route("")
 @ns.param("workspace_id", **_WORKSPACE)
 class ApiKeyCollection(ApiResource):
+    @requires(ns, Action.API_KEYS_MANAGE)
     @ns.doc("list_api_keys", description="The workspace's keys (never their secrets).")
     @ns.response(200, "The keys, newest first", key_list)
     @ns.response(400, QUERY_ERROR, problem)
@@ -56,6 +58,7 @@ class ApiKeyCollection(ApiResource):
         return json_response({"items": [key_to_dict(item) for item in keys]}, etag=False)
 
     @no_store
+    @requires(ns, Action.API_KEYS_MANAGE)
     @ns.doc(
         "create_api_key",
         description="A new key. The response holds the key itself, the only time it is shown: "
@@ -78,6 +81,7 @@ class ApiKeyCollection(ApiResource):
 @ns.param("workspace_id", **_WORKSPACE)
 @ns.param("key_id", "The key's id", format="uuid")
 class ApiKeyItem(ApiResource):
+    @requires(ns, Action.API_KEYS_MANAGE)
     @ns.doc("revoke_api_key", description="Revoke the key: it stops working at once.")
     @ns.response(204, "Revoked")
     @ns.response(400, QUERY_ERROR, problem)
@@ -93,6 +97,7 @@ class ApiKeyItem(ApiResource):
 @ns.param("key_id", "The key's id", format="uuid")
 class ApiKeyRotation(ApiResource):
     @no_store
+    @requires(ns, Action.API_KEYS_MANAGE)
     @ns.doc(
         "rotate_api_key",
         description="A new key with the same name, scopes and expiry; the old one keeps "
@@ -111,4 +116,3 @@ class ApiKeyRotation(ApiResource):
         )
         location = f"{request.path.rsplit('/', 2)[0]}/{created.key.id}"
         return _secret_response(created_to_dict(created), 201, Location=location)
-

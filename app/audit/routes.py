@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from flask import Response, g, request
 from flask_restx import Namespace
 
-from app.api.models import problem
+from app.api.models import problem, requires
 from app.api.resource import ApiResource
 from app.audit.schemas import (
     LIST_PARAMS,
@@ -96,6 +96,7 @@ def _page_response(page: EventPage) -> Response:
 class AuditEvents(ApiResource):
     query_parameters = {"get": frozenset(LIST_PARAMS)}
 
+    @requires(ns, Action.AUDIT_READ)
     @ns.doc(
         "list_audit_events",
         description="The workspace's audit events, newest first, filtered; cursor-paginated "
@@ -116,6 +117,7 @@ class AuditEvents(ApiResource):
 class AuditVerification(ApiResource):
     query_parameters = {"get": frozenset(VERIFY_PARAMS)}
 
+    @requires(ns, Action.AUDIT_VERIFY)
     @ns.doc(
         "verify_audit_log",
         description="Workspace owners and admins. Recompute the workspace's hash chains "
@@ -154,6 +156,7 @@ class AuditVerification(ApiResource):
 class TaskHistory(ApiResource):
     query_parameters = {"get": frozenset(PAGE_PARAMS)}
 
+    @requires(ns, Action.TASKS_READ)
     @ns.doc(
         "get_task_history",
         description="The task's audit events, oldest first; cursor-paginated. A deleted task "

@@ -71,6 +71,11 @@ PERMISSIONS: dict[Action, Rule] = {
     Action.WORKSPACE_DELETE: _rule(Role.OWNER, scope=None),
 }
 
+# What an operation needs, beyond the actions above (``x-permission`` in the spec):
+ANY_CALLER = "authenticated"  # any user, key or client
+USERS_ONLY = "users"  # a signed-in user (no keys): their own account, creating workspaces
+PLATFORM_ADMIN = "platform-admin"  # the admin surface: everyone else gets 404
+
 # Only an owner may make someone an owner, or change or remove an owner.
 OWNER_ONLY_ROLES = frozenset({Role.OWNER})
 

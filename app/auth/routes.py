@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response, current_app, request
 from flask_restx import Namespace
 
-from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.models import QUERY_ERROR, json_body_errors, problem, requires
 from app.api.resource import ApiResource
 from app.auth.authentication import public
+from app.auth.credentials import normalise_email
+from app.auth.errors import PermissionDenied
 from app.auth.keys import key_ring
-from app.auth.principal import current_principal
+from app.auth.login_throttle import login_rate_limit, login_throttle
+from app.auth.permissions import USERS_ONLY
+from app.auth.principal import Principal, PrincipalKind, current_principal
 from app.auth.schemas import (
     MODELS,
     checked,
@@ -27,6 +31,7 @@ from app.auth.schemas import (
 )
 from app.auth.service import AccountService
 from app.core.http_cache import dump_json, json_response, no_content
+from app.core.rate_limits import auth_rate_limit
 from app.core.security_headers import no_store
 from app.core.validation import json_body
 from app.db import db
@@ -39,15 +44,31 @@ well_known.add_model(jwks.name, jwks)
 
 _UNAUTHENTICATED = "No, or an invalid, expired or revoked access token"
 _NO_CACHE = "no-store"
+_USERS_ONLY = "An API key or a client's token: this is about a user's own account"
 
 
 def accounts() -> AccountService:
-    return AccountService(db.session(), current_app.config)
+    return AccountService(db.session(), current_app.config, throttle=login_throttle())
 
 
-def _principal() -> Any:
+def _email_in_body() -> str | None:
+    """The account a log-in or sign-up is about, for its per-account rate limit."""
+    document = request.get_json(silent=True)
+    email = document.get("email") if isinstance(document, dict) else None
+    if not isinstance(email, str):
+        return None
+    try:
+        return normalise_email(email)
+    except ValueError:
+        return email.strip().lower()[:320]
+
+
+def _principal() -> Principal:
+    """The signed-in user: these operations are about a user's own account, not for keys."""
     principal = current_principal()
     assert principal is not None  # the authentication hook ran: not a public operation
+    if principal.kind is not PrincipalKind.USER or principal.user_id is None:
+        raise PermissionDenied("This is about a user's own account: sign in as the user.")
     return principal
 
 
@@ -60,6 +81,7 @@ def _credential_response(body: dict[str, Any], status: int = 200) -> Response:
 @ns.route("/register")
 class Register(ApiResource):
     @public
+    @auth_rate_limit(_email_in_body)
     @no_store
     @ns.doc("register", description="Create an account. Then log in with it.", security=[])
     @ns.expect(credentials_input)
@@ -76,6 +98,7 @@ class Register(ApiResource):
 @ns.route("/login")
 class Login(ApiResource):
     @public
+    @login_rate_limit(_email_in_body)
     @no_store
     @ns.doc(
         "login",
@@ -91,7 +114,9 @@ class Login(ApiResource):
     @ns.response(422, "The body is not {email, password}", problem)
     def post(self) -> Response:
         document = checked(credentials_input, json_body())
-        result = accounts().login(document["email"], document["password"])
+        result = accounts().login(
+            document["email"], document["password"], client_ip=request.remote_addr or ""
+        )
         if result.tokens is None:
             return _credential_response({"mfa_required": True, "mfa_token": result.mfa_token})
         return _credential_response({**tokens_to_dict(result.tokens), "mfa_required": False})
@@ -100,6 +125,7 @@ class Login(ApiResource):
 @ns.route("/refresh")
 class Refresh(ApiResource):
     @public
+    @auth_rate_limit()
     @no_store
     @ns.doc(
         "refresh_tokens",
@@ -119,10 +145,12 @@ class Refresh(ApiResource):
 
 @ns.route("/logout")
 class Logout(ApiResource):
+    @requires(ns, USERS_ONLY)
     @ns.doc("logout", description="End this session: its refresh and access tokens stop working.")
     @ns.response(204, "Logged out")
     @ns.response(400, QUERY_ERROR, problem)
     @ns.response(401, _UNAUTHENTICATED, problem)
+    @ns.response(403, _USERS_ONLY, problem)
     def post(self) -> Response:
         accounts().logout(_principal())
         return no_content()
@@ -130,10 +158,12 @@ class Logout(ApiResource):
 
 @ns.route("/logout-everywhere")
 class LogoutEverywhere(ApiResource):
+    @requires(ns, USERS_ONLY)
     @ns.doc("logout_everywhere", description="End every session of your account, this one too.")
     @ns.response(204, "Every session ended")
     @ns.response(400, QUERY_ERROR, problem)
     @ns.response(401, _UNAUTHENTICATED, problem)
+    @ns.response(403, _USERS_ONLY, problem)
     def post(self) -> Response:
         accounts().logout_everywhere(_principal())
         return no_content()
@@ -142,10 +172,12 @@ class LogoutEverywhere(ApiResource):
 @ns.route("/me")
 class Me(ApiResource):
     @no_store
+    @requires(ns, USERS_ONLY)
     @ns.doc("get_me", description="Your account.")
     @ns.response(200, "Your account", user)
     @ns.response(400, QUERY_ERROR, problem)
     @ns.response(401, _UNAUTHENTICATED, problem)
+    @ns.response(403, _USERS_ONLY, problem)
     def get(self) -> Response:
         principal = _principal()
         return _credential_response(user_to_dict(accounts().user(principal.user_id)))
@@ -154,6 +186,7 @@ class Me(ApiResource):
 @ns.route("/password")
 class Password(ApiResource):
     @no_store
+    @requires(ns, USERS_ONLY)
     @ns.doc(
         "change_password",
         description="Change your password (the current one is needed). Every other session "
@@ -163,6 +196,7 @@ class Password(ApiResource):
     @ns.response(204, "Changed")
     @json_body_errors(ns)
     @ns.response(401, "Not authenticated, or the current password is wrong", problem)
+    @ns.response(403, _USERS_ONLY, problem)
     @ns.response(422, "The new password is not acceptable; errors says why", problem)
     def post(self) -> Response:
         document = checked(password_change_input, json_body())

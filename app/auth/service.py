@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record_event
 from app.auth import credentials
 from app.auth.errors import InvalidCredentials, InvalidToken
+from app.auth.login_throttle import LoginThrottle
 from app.auth.models import AuthSessionRow, RefreshTokenRow, UserRow
 from app.auth.principal import Principal
 from app.auth.tokens import (
@@ -93,10 +94,13 @@ class AccountService:
         config: Mapping[str, Any],
         *,
         clock: Callable[[], datetime] = utc_now,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self.session = session
         self.config = config
         self._clock = clock
+        # Backoff after failed log-ins (app/auth/login_throttle.py); None: no backoff.
+        self._throttle = throttle
         self._hasher = credentials.hasher_from_config(config)
 
     # --- accounts ------------------------------------------------------------------------------
@@ -146,12 +150,26 @@ class AccountService:
 
     # --- logging in and out ----------------------------------------------------------------------
 
-    def login(self, email: str, password: str) -> LoginResult:
+    def login(self, email: str, password: str, *, client_ip: str = "") -> LoginResult:
         """Same answer, and about the same time, for an unknown email and a wrong password."""
         try:
             normalised = credentials.normalise_email(email)
         except ValueError:
             normalised = None
+        account = normalised or email.strip().lower()[:320]
+        if self._throttle is not None:
+            self._throttle.check(account, client_ip)  # 429 while backing off: before any hash
+        try:
+            result = self._login(normalised, password)
+        except InvalidCredentials:
+            if self._throttle is not None:  # unknown emails too: else it tells which exist
+                self._throttle.record_failure(account, client_ip)
+            raise
+        if self._throttle is not None:
+            self._throttle.record_success(account, client_ip)
+        return result
+
+    def _login(self, normalised: str | None, password: str) -> LoginResult:
         row = None
         if normalised is not None:
             row = self.session.scalars(select(UserRow).where(UserRow.email == normalised)).first()

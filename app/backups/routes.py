@@ -17,9 +17,9 @@ from flask_restx import Namespace
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 from werkzeug.wsgi import wrap_file
 
-from app.api.models import QUERY_ERROR, problem
+from app.api.models import QUERY_ERROR, problem, requires
 from app.api.resource import ApiResource
-from app.auth.permissions import Action
+from app.auth.permissions import PLATFORM_ADMIN, Action
 from app.backups import backup_service, record_admin_event
 from app.backups.schemas import (
     EXAMPLE_BACKUP_ID,
@@ -108,6 +108,7 @@ def _file_response(file: IO[bytes], size: int, sha256: str, media_type: str, nam
 
 @ns.route("/admin/backups")
 class BackupCollection(AdminResource):
+    @requires(ns, PLATFORM_ADMIN)
     @ns.doc("list_backups", description="Every backup kept in BACKUP_DIR, newest first.")
     @ns.response(200, "The backups", backup_list)
     @ns.response(400, QUERY_ERROR, problem)
@@ -116,6 +117,7 @@ class BackupCollection(AdminResource):
         items = [backup_to_dict(item) for item in backup_service().list()]
         return json_response({"items": items}, cache_control=WRITE_CACHE_CONTROL)
 
+    @requires(ns, PLATFORM_ADMIN)
     @ns.doc(
         "create_backup",
         description="Back up every database (control and shards) with the engine's own online "
@@ -149,6 +151,7 @@ class BackupCollection(AdminResource):
 @ns.route("/admin/backups/<uuid:backup_id>")
 @ns.param("backup_id", "The backup id (a UUID)", **_BACKUP_ID)
 class BackupItem(AdminResource):
+    @requires(ns, PLATFORM_ADMIN)
     @ns.doc("get_backup", description="One backup's metadata.")
     @ns.response(200, "The backup", backup)
     @ns.response(400, QUERY_ERROR, problem)
@@ -158,6 +161,7 @@ class BackupItem(AdminResource):
             backup_to_dict(backup_service().get(backup_id)), cache_control=WRITE_CACHE_CONTROL
         )
 
+    @requires(ns, PLATFORM_ADMIN)
     @ns.doc("delete_backup", description="Delete a backup (its archive and metadata).")
     @ns.response(204, "Deleted")
     @ns.response(400, QUERY_ERROR, problem)
@@ -171,6 +175,7 @@ class BackupItem(AdminResource):
 @ns.route("/admin/backups/<uuid:backup_id>/download")
 @ns.param("backup_id", "The backup id (a UUID)", **_BACKUP_ID)
 class BackupDownload(AdminResource):
+    @requires(ns, PLATFORM_ADMIN)
     @ns.doc(
         "download_backup",
         description="The archive, streamed: a tar with manifest.json and one file per database. "
@@ -189,6 +194,7 @@ class BackupDownload(AdminResource):
 @ns.route("/admin/backups/<uuid:backup_id>/restore")
 @ns.param("backup_id", "The backup id (a UUID)", **_BACKUP_ID)
 class BackupRestore(AdminResource):
+    @requires(ns, PLATFORM_ADMIN)
     @ns.doc(
         "restore_backup",
         description="Replace every database's data with the backup's. Everything is verified "
@@ -220,6 +226,7 @@ class BackupRestore(AdminResource):
     **{"x-example": EXAMPLE_WORKSPACE_ID},
 )
 class WorkspaceExport(ApiResource):
+    @requires(ns, Action.WORKSPACE_EXPORT)
     @ns.doc(
         "export_workspace",
         description="The workspace and its tasks as a versioned, checksummed archive (a "
@@ -272,6 +279,7 @@ _IMPORT_PARAMS = {
 class WorkspaceImport(AdminResource):
     query_parameters = {"post": frozenset({"name"})}
 
+    @requires(ns, PLATFORM_ADMIN)
     @ns.doc(
         "import_workspace",
         description="Create a NEW workspace from an export archive; its tasks get new ids "

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask_restx import Namespace
 
-from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.models import QUERY_ERROR, json_body_errors, problem, requires
 from app.api.resource import ApiResource
 from app.api.versioning import deprecated_copy
+from app.auth.permissions import ANY_CALLER
 from app.core.validation import validated_body
 from app.hello import service
 from app.hello.schemas import greeting, greeting_request
@@ -20,12 +21,14 @@ for model in (greeting, greeting_request):
 
 @ns.route("")
 class Hello(ApiResource):
+    @requires(ns, ANY_CALLER)
     @ns.doc("say_hello", description="Returns the course's first demo response.")
     @ns.response(200, "The greeting", greeting)
     @ns.response(400, QUERY_ERROR, problem)
     def get(self) -> dict[str, str]:
         return {"message": service.greet()}
 
+    @requires(ns, ANY_CALLER)
     @ns.doc(
         "greet_by_name",
         description="Greets someone by name. Shows request validation: every invalid field is "

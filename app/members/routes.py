@@ -7,8 +7,9 @@ import uuid
 from flask import Response, request
 from flask_restx import Namespace
 
-from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.models import QUERY_ERROR, json_body_errors, problem, requires
 from app.api.resource import ApiResource
+from app.auth.permissions import Action
 from app.auth.schemas import checked
 from app.core.http_cache import WRITE_CACHE_CONTROL, json_response, no_content
 from app.core.validation import json_body
@@ -44,6 +45,7 @@ _MANAGERS_ONLY = (
 @ns.route("")
 @ns.param("workspace_id", **_WORKSPACE)
 class MemberCollection(ApiResource):
+    @requires(ns, Action.MEMBERS_READ)
     @ns.doc("list_members", description="The workspace's members and their roles.")
     @ns.response(200, "The members", member_list)
     @ns.response(400, QUERY_ERROR, problem)
@@ -52,6 +54,7 @@ class MemberCollection(ApiResource):
         members = membership_service().list(workspace_id)
         return json_response({"items": [member_to_dict(item) for item in members]})
 
+    @requires(ns, Action.MEMBERS_MANAGE)
     @ns.doc(
         "add_member",
         description="Add an existing account to the workspace with a role. Owners and admins; "
@@ -80,6 +83,7 @@ class MemberCollection(ApiResource):
 @ns.param("workspace_id", **_WORKSPACE)
 @ns.param("user_id", **_USER)
 class MemberItem(ApiResource):
+    @requires(ns, Action.MEMBERS_MANAGE)
     @ns.doc(
         "change_member_role",
         description="Change a member's role. The last owner cannot be demoted.",
@@ -96,6 +100,7 @@ class MemberItem(ApiResource):
         changed = membership_service().change_role(workspace_id, user_id, role)
         return json_response(member_to_dict(changed), cache_control=WRITE_CACHE_CONTROL, etag=False)
 
+    @requires(ns, Action.MEMBERS_MANAGE)
     @ns.doc(
         "remove_member",
         description="Remove a member; anyone may remove themselves (leave). The last owner "

@@ -12,10 +12,11 @@ from flask import Response, request
 from flask_restx import Namespace
 from werkzeug.exceptions import BadRequest
 
-from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.models import QUERY_ERROR, json_body_errors, problem, requires
 from app.api.pagination import link_header
 from app.api.resource import ApiResource
 from app.api.versioning import deprecated_copy
+from app.auth.permissions import Action
 from app.core.errors import ValidationProblem
 from app.core.http_cache import (
     READ_CACHE_CONTROL,
@@ -154,6 +155,7 @@ _WORKSPACE_PARAM = {
 class TaskCollection(ApiResource):
     query_parameters = {"get": frozenset(LIST_PARAMS_DOC)}
 
+    @requires(ns, Action.TASKS_READ)
     @ns.doc(
         "list_tasks",
         description="Filter, sort and page through tasks.",
@@ -174,6 +176,7 @@ class TaskCollection(ApiResource):
             encoded=task_page_json(page), headers={"Link": link_header(page.page, page.pages)}
         )
 
+    @requires(ns, Action.TASKS_WRITE)
     @ns.doc(
         "create_task",
         description="Create a task. Read-only fields are ignored. It may start in any status "
@@ -205,6 +208,7 @@ class TaskCollection(ApiResource):
     **{"x-example": EXAMPLE_TASK_ID},
 )
 class TaskItem(ApiResource):
+    @requires(ns, Action.TASKS_READ)
     @ns.doc(
         "get_task",
         description="One task. Send If-None-Match with its ETag to get 304.",
@@ -223,6 +227,7 @@ class TaskItem(ApiResource):
                 return not_modified(etag)
         return _task_response(service.get(task_id))
 
+    @requires(ns, Action.TASKS_WRITE)
     @ns.doc(
         "replace_task",
         description="Replace every writable field (omitted ones reset to "
@@ -244,6 +249,7 @@ class TaskItem(ApiResource):
         )
         return _task_response(replaced)
 
+    @requires(ns, Action.TASKS_WRITE)
     @ns.doc(
         "patch_task",
         description="JSON Merge Patch (RFC 7396): send only what changes; "
@@ -267,6 +273,7 @@ class TaskItem(ApiResource):
         )
         return _task_response(patched)
 
+    @requires(ns, Action.TASKS_WRITE)
     @ns.doc("delete_task", description="Delete a task.")
     @ns.doc(params=_WRITE_PRECONDITION_PARAMS)
     @ns.response(204, "Deleted")
@@ -366,6 +373,7 @@ def _bulk_result(result: BulkResult) -> dict[str, Any]:
 @ns.route("/bulk")
 @ns.param("workspace_id", **_WORKSPACE_PARAM)
 class TaskBulk(ApiResource):
+    @requires(ns, Action.TASKS_WRITE)
     @ns.doc(
         "bulk_tasks",
         description="Up to 100 create/update/delete operations, applied in order and atomically: "

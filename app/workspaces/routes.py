@@ -9,9 +9,10 @@ from flask import Response, request
 from flask_restx import Namespace
 from werkzeug.exceptions import BadRequest
 
-from app.api.models import QUERY_ERROR, json_body_errors, problem
+from app.api.models import QUERY_ERROR, json_body_errors, problem, requires
 from app.api.pagination import link_header
 from app.api.resource import ApiResource
+from app.auth.permissions import ANY_CALLER, USERS_ONLY, Action
 from app.core.errors import ValidationProblem
 from app.core.http_cache import (
     READ_CACHE_CONTROL,
@@ -92,6 +93,7 @@ def _workspace_response(item: Workspace, status: int = 200, **headers: str) -> R
 class WorkspaceCollection(ApiResource):
     query_parameters = {"get": frozenset(_PAGE_PARAMS)}
 
+    @requires(ns, ANY_CALLER)
     @ns.doc(
         "list_workspaces",
         description="The workspaces you are a member of (an API key: its own), oldest first.",
@@ -120,6 +122,7 @@ class WorkspaceCollection(ApiResource):
             encoded=dump_json(body), headers={"Link": link_header(result.page, result.pages)}
         )
 
+    @requires(ns, USERS_ONLY)
     @ns.doc(
         "create_workspace",
         description="Create a workspace; it is placed on a shard, and you are its owner. "
@@ -148,6 +151,7 @@ class WorkspaceCollection(ApiResource):
     **{"x-example": EXAMPLE_WORKSPACE_ID},
 )
 class WorkspaceItem(ApiResource):
+    @requires(ns, Action.WORKSPACE_READ)
     @ns.doc("get_workspace", description="One workspace.", params=_IF_NONE_MATCH)
     @ns.response(200, "The workspace", workspace, headers=_ETAG_HEADER)
     @ns.response(304, "Not modified: your If-None-Match still matches")
@@ -156,6 +160,7 @@ class WorkspaceItem(ApiResource):
     def get(self, workspace_id: uuid.UUID) -> Response:
         return _workspace_response(workspace_service().get(workspace_id))
 
+    @requires(ns, Action.WORKSPACE_RENAME)
     @ns.doc(
         "rename_workspace",
         description="Rename: a merge patch with the new name.",
@@ -176,6 +181,7 @@ class WorkspaceItem(ApiResource):
         )
         return _workspace_response(renamed)
 
+    @requires(ns, Action.WORKSPACE_DELETE)
     @ns.doc(
         "delete_workspace",
         description="Delete the workspace and every task in it. There is no undo.",
