@@ -32,13 +32,13 @@ def create_admin(session: Session, config: Any, email: str, password: str) -> tu
     if row is None:
         user = accounts.register(email, password, platform_admin=True)
     else:
-        with accounts._write():
+        with accounts.write_transaction():
             locked = session.get(UserRow, row.id, with_for_update=True)
             assert locked is not None
             if not locked.is_platform_admin:
                 locked.is_platform_admin = True
                 locked.updated_at = utc_now()
-                accounts._audit("user.promoted", locked.id, {"platform_admin": True})
+                accounts.audit("user.promoted", locked.id, {"platform_admin": True})
         user = to_user(locked)
     return user, adopt_orphan_workspaces(session, user.id)
 

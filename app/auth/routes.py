@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jwt
 from flask import Response, current_app, request
 from flask_restx import Namespace
 
@@ -19,17 +20,24 @@ from app.auth.principal import Principal, PrincipalKind, current_principal
 from app.auth.schemas import (
     MODELS,
     checked,
+    code_input,
     credentials_input,
+    enrolment,
     jwks,
     login_result,
+    mfa_disable_input,
+    mfa_login_input,
     password_change_input,
+    recovery_codes,
     refresh_input,
     token_pair,
     tokens_to_dict,
     user,
     user_to_dict,
 )
+from app.auth.second_factor import SecondFactorService
 from app.auth.service import AccountService
+from app.core.errors import ValidationProblem
 from app.core.http_cache import dump_json, json_response, no_content
 from app.core.rate_limits import auth_rate_limit
 from app.core.security_headers import no_store
@@ -204,6 +212,113 @@ class Password(ApiResource):
             _principal(), document["current_password"], document["new_password"]
         )
         return no_content()
+
+
+def second_factor() -> SecondFactorService:
+    return SecondFactorService(accounts())
+
+
+def _user_in_ticket() -> str | None:
+    """The account an MFA log-in is about (from its ticket, unverified: only a rate-limit key)."""
+    document = request.get_json(silent=True)
+    ticket = document.get("mfa_token") if isinstance(document, dict) else None
+    if not isinstance(ticket, str) or len(ticket) > 4096:
+        return None
+    try:
+        subject = jwt.decode(ticket, options={"verify_signature": False}).get("sub")
+    except jwt.PyJWTError:
+        return None
+    return subject if isinstance(subject, str) else None
+
+
+@ns.route("/login/mfa")
+class LoginSecondFactor(ApiResource):
+    @public
+    @auth_rate_limit(_user_in_ticket, scope="mfa")
+    @no_store
+    @ns.doc(
+        "login_mfa",
+        description="The second step of logging in with a second factor on: the `mfa_token` "
+        "from `POST /auth/login` and a `code` from the authenticator app (or a "
+        "`recovery_code`, each usable once). No code is accepted twice.",
+        security=[],
+    )
+    @ns.expect(mfa_login_input)
+    @ns.response(200, "Tokens", token_pair)
+    @json_body_errors(ns)
+    @ns.response(401, "The ticket or the code is not valid", problem)
+    @ns.response(422, "The body is not {mfa_token, code} or {mfa_token, recovery_code}", problem)
+    def post(self) -> Response:
+        document = checked(mfa_login_input, json_body())
+        if ("code" in document) == ("recovery_code" in document):
+            raise ValidationProblem(
+                [{"pointer": "#/code", "detail": "send either code or recovery_code"}]
+            )
+        result = second_factor().login(
+            document["mfa_token"], document.get("code"), document.get("recovery_code")
+        )
+        assert result.tokens is not None
+        return _credential_response(tokens_to_dict(result.tokens))
+
+
+@ns.route("/mfa/totp")
+class TotpFactor(ApiResource):
+    @no_store
+    @requires(ns, USERS_ONLY)
+    @ns.doc(
+        "enrol_totp",
+        description="Start turning on a TOTP second factor: a new secret and its otpauth:// "
+        "URI for the authenticator app. It is on once `POST /auth/mfa/totp/confirm` gets a "
+        "first code.",
+    )
+    @ns.response(201, "The secret, shown this once", enrolment)
+    @ns.response(400, QUERY_ERROR, problem)
+    @ns.response(403, _USERS_ONLY, problem)
+    @ns.response(409, "A second factor is already on", problem)
+    def post(self) -> Response:
+        enrolled = second_factor().enrol(_principal())
+        body = {"secret": enrolled.secret, "otpauth_uri": enrolled.uri}
+        return _credential_response(body, 201)
+
+    @no_store
+    @requires(ns, USERS_ONLY)
+    @ns.doc(
+        "disable_totp",
+        description="Turn the second factor off: needs your password and a current code.",
+    )
+    @ns.expect(mfa_disable_input)
+    @ns.response(204, "Off; the recovery codes are gone too")
+    @json_body_errors(ns)
+    @ns.response(401, "Not authenticated, or the password or code is wrong", problem)
+    @ns.response(403, _USERS_ONLY, problem)
+    @ns.response(409, "No second factor is on", problem)
+    @ns.response(422, "The body is not {password, code}", problem)
+    def delete(self) -> Response:
+        document = checked(mfa_disable_input, json_body())
+        second_factor().disable(_principal(), document["password"], document["code"])
+        return no_content()
+
+
+@ns.route("/mfa/totp/confirm")
+class TotpConfirmation(ApiResource):
+    @auth_rate_limit(lambda: str(_principal().user_id), scope="mfa")
+    @no_store
+    @requires(ns, USERS_ONLY)
+    @ns.doc(
+        "confirm_totp",
+        description="Confirm the enrolment with a first code: the second factor is on from "
+        "now, and the answer holds your recovery codes (shown this once; keep them safe).",
+    )
+    @ns.expect(code_input)
+    @ns.response(200, "On: your recovery codes", recovery_codes)
+    @json_body_errors(ns)
+    @ns.response(403, _USERS_ONLY, problem)
+    @ns.response(409, "Nothing to confirm: enrol first", problem)
+    @ns.response(422, "The body is not {code}, or the code is wrong", problem)
+    def post(self) -> Response:
+        document = checked(code_input, json_body())
+        codes = second_factor().confirm(_principal(), document["code"])
+        return _credential_response({"recovery_codes": codes})
 
 
 @well_known.route("/jwks.json")

@@ -54,10 +54,48 @@ mfa_login_input = Model(
         "mfa_token": fields.String(
             required=True, min_length=1, max_length=4096, description="From POST /auth/login"
         ),
-        "code": fields.String(description="6 digits from the authenticator app", example="123456"),
-        "recovery_code": fields.String(description="Instead of code: a recovery code"),
+        "code": fields.String(
+            max_length=16, description="6 digits from the authenticator app", example="123456"
+        ),
+        "recovery_code": fields.String(
+            max_length=32, description="Instead of code: one of your recovery codes"
+        ),
     },
     strict=True,
+)
+
+code_input = Model(
+    "TotpCode",
+    {"code": fields.String(required=True, min_length=1, max_length=16, example="123456")},
+    strict=True,
+)
+
+mfa_disable_input = Model(
+    "MfaDisable",
+    {
+        "password": fields.String(required=True, min_length=1, max_length=1024),
+        "code": fields.String(required=True, min_length=1, max_length=16, example="123456"),
+    },
+    strict=True,
+)
+
+enrolment = Model(
+    "TotpEnrolment",
+    {
+        "secret": fields.String(description="Base32; type it into the app if you cannot scan"),
+        "otpauth_uri": fields.String(
+            description="otpauth://totp/...: show it as a QR code to the authenticator app"
+        ),
+    },
+)
+
+recovery_codes = Model(
+    "RecoveryCodes",
+    {
+        "recovery_codes": fields.List(
+            fields.String, description="Each works once instead of a code; shown this once"
+        )
+    },
 )
 
 user = Model(
@@ -97,6 +135,10 @@ jwks = Model(
 )
 
 MODELS = (
+    code_input,
+    mfa_disable_input,
+    enrolment,
+    recovery_codes,
     credentials_input,
     refresh_input,
     password_change_input,

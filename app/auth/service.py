@@ -101,16 +101,16 @@ class AccountService:
         self._clock = clock
         # Backoff after failed log-ins (app/auth/login_throttle.py); None: no backoff.
         self._throttle = throttle
-        self._hasher = credentials.hasher_from_config(config)
+        self.hasher = credentials.hasher_from_config(config)
 
     # --- accounts ------------------------------------------------------------------------------
 
     def register(self, email: str, password: str, *, platform_admin: bool = False) -> User:
         email = self._valid_email(email)
         self._check_password(password, email)
-        password_hash = credentials.hash_password(self._hasher, password)  # outside the lock
+        password_hash = credentials.hash_password(self.hasher, password)  # outside the lock
         now = self._clock()
-        with self._write():
+        with self.write_transaction():
             if self.session.scalar(select(UserRow.id).where(UserRow.email == email)) is not None:
                 raise EmailTaken()
             row = UserRow(
@@ -123,7 +123,7 @@ class AccountService:
             )
             self.session.add(row)
             self.session.flush()
-            self._audit("user.registered", row.id, {"platform_admin": platform_admin})
+            self.audit("user.registered", row.id, {"platform_admin": platform_admin})
         return to_user(row)
 
     def user(self, user_id: uuid.UUID) -> User:
@@ -134,18 +134,18 @@ class AccountService:
 
     def change_password(self, principal: Principal, current: str, new: str) -> None:
         """Needs the current password; every other session of the user ends."""
-        row = self._user_row(principal)
-        if not credentials.verify_password(self._hasher, row.password_hash, current):
-            self._audit_in_own_transaction("user.password_change_failed", row.id, {})
+        row = self.user_row(principal)
+        if not credentials.verify_password(self.hasher, row.password_hash, current):
+            self.audit_in_own_transaction("user.password_change_failed", row.id, {})
             raise InvalidCredentials("The current password is wrong.")
         self._check_password(new, row.email, pointer="#/new_password")
-        new_hash = credentials.hash_password(self._hasher, new)
-        with self._write():
-            row = self._user_row(principal, lock=True)
+        new_hash = credentials.hash_password(self.hasher, new)
+        with self.write_transaction():
+            row = self.user_row(principal, lock=True)
             row.password_hash = new_hash
             row.updated_at = self._clock()
             ended = self._revoke_sessions(row.id, "password_changed", keep=principal.session_id)
-            self._audit("user.password_changed", row.id, {"sessions_ended": len(ended)})
+            self.audit("user.password_changed", row.id, {"sessions_ended": len(ended)})
         revocations().revoked(ended)
 
     # --- logging in and out ----------------------------------------------------------------------
@@ -174,21 +174,19 @@ class AccountService:
         if normalised is not None:
             row = self.session.scalars(select(UserRow).where(UserRow.email == normalised)).first()
         if row is None:
-            credentials.burn_verify_time(self._hasher, password)
-            self._audit_in_own_transaction(
+            credentials.burn_verify_time(self.hasher, password)
+            self.audit_in_own_transaction(
                 "user.login_failed", "unknown", {"reason": "unknown_account"}
             )
             raise InvalidCredentials()
-        if not credentials.verify_password(self._hasher, row.password_hash, password):
-            self._audit_in_own_transaction(
-                "user.login_failed", row.id, {"reason": "wrong_password"}
-            )
+        if not credentials.verify_password(self.hasher, row.password_hash, password):
+            self.audit_in_own_transaction("user.login_failed", row.id, {"reason": "wrong_password"})
             raise InvalidCredentials()
-        if credentials.needs_rehash(self._hasher, row.password_hash):
+        if credentials.needs_rehash(self.hasher, row.password_hash):
             # The cost settings changed since this hash was made: redo it now that we have the
             # password (the only moment we do).
-            new_hash = credentials.hash_password(self._hasher, password)
-            with self._write():
+            new_hash = credentials.hash_password(self.hasher, password)
+            with self.write_transaction():
                 self.session.execute(
                     update(UserRow).where(UserRow.id == row.id).values(password_hash=new_hash)
                 )
@@ -200,7 +198,7 @@ class AccountService:
         now = self._clock()
         session_id = str(uuid.uuid4())
         refresh = issue_refresh_token(user_id, session_id, now=now)
-        with self._write():
+        with self.write_transaction():
             self.session.add(
                 AuthSessionRow(
                     id=session_id, user_id=user_id, created_at=now, expires_at=refresh.expires_at
@@ -215,7 +213,7 @@ class AccountService:
                     expires_at=refresh.expires_at,
                 )
             )
-            self._audit(action, user_id, {"session": session_id, **details})
+            self.audit(action, user_id, {"session": session_id, **details})
         return TokenPair(issue_access_token(user_id, session_id), refresh, session_id)
 
     def refresh(self, token: str) -> TokenPair:
@@ -223,7 +221,7 @@ class AccountService:
         now = self._clock()
         grace = timedelta(seconds=int(self.config["REFRESH_REUSE_GRACE"]))
         reused = False
-        with self._write():
+        with self.write_transaction():
             row = self.session.scalars(
                 select(RefreshTokenRow)
                 .where(RefreshTokenRow.jti == claims.get("jti"))
@@ -249,7 +247,7 @@ class AccountService:
                     reused = True
                     auth_session.revoked_at = now
                     auth_session.revoked_reason = "refresh_token_reused"
-                    self._audit(
+                    self.audit(
                         "user.refresh_token_reused",
                         auth_session.user_id,
                         {"session": auth_session.id, "jti": row.jti},
@@ -279,16 +277,16 @@ class AccountService:
         """End the caller's session: its refresh token and every access token of it."""
         if principal.session_id is None or principal.user_id is None:
             return
-        with self._write():
+        with self.write_transaction():
             ended = self._revoke_sessions(principal.user_id, "logout", only=principal.session_id)
-            self._audit("user.logged_out", principal.user_id, {"session": principal.session_id})
+            self.audit("user.logged_out", principal.user_id, {"session": principal.session_id})
         revocations().revoked(ended)
 
     def logout_everywhere(self, principal: Principal) -> int:
         assert principal.user_id is not None
-        with self._write():
+        with self.write_transaction():
             ended = self._revoke_sessions(principal.user_id, "logout_everywhere")
-            self._audit("user.logged_out_everywhere", principal.user_id, {"sessions": len(ended)})
+            self.audit("user.logged_out_everywhere", principal.user_id, {"sessions": len(ended)})
         revocations().revoked(ended)
         return len(ended)
 
@@ -316,7 +314,7 @@ class AccountService:
             )
         return ended
 
-    def _user_row(self, principal: Principal, *, lock: bool = False) -> UserRow:
+    def user_row(self, principal: Principal, *, lock: bool = False) -> UserRow:
         if principal.user_id is None:
             raise InvalidToken("This needs a user's access token.")
         row = self.session.get(UserRow, principal.user_id, with_for_update=lock)
@@ -344,7 +342,7 @@ class AccountService:
         if problems:
             raise ValidationProblem([{"pointer": pointer, "detail": p} for p in problems])
 
-    def _write(self) -> Any:
+    def write_transaction(self) -> Any:
         """A write transaction on the control database (BEGIN IMMEDIATE on SQLite)."""
         if self.session.in_transaction():
             self.session.rollback()
@@ -352,7 +350,7 @@ class AccountService:
         self.session.connection(execution_options={"write_transaction": True})
         return transaction
 
-    def _audit(self, action: str, user_id: uuid.UUID | str, details: dict[str, Any]) -> None:
+    def audit(self, action: str, user_id: uuid.UUID | str, details: dict[str, Any]) -> None:
         record_event(
             self.session,
             action=action,
@@ -362,8 +360,8 @@ class AccountService:
             changes={key: {"before": None, "after": value} for key, value in details.items()},
         )
 
-    def _audit_in_own_transaction(
+    def audit_in_own_transaction(
         self, action: str, user_id: uuid.UUID | str, details: dict[str, Any]
     ) -> None:
-        with self._write():
-            self._audit(action, user_id, details)
+        with self.write_transaction():
+            self.audit(action, user_id, details)
