@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from app.tasks.models import new_task_id
+from tests.auth import add_member, add_user
 from tests.conftest import make_app
 
 TASKS = "/api/v1/tasks"
@@ -581,16 +582,20 @@ def test_a_huge_invalid_bulk_is_refused_quickly_with_a_bounded_answer(app: Flask
 @pytest.mark.parametrize("env", ["development", "production"])
 def test_a_304_from_the_real_dev_server_has_one_date_header(env: str) -> None:
     app = make_app(env)
+    auth = app.extensions["test_owner"].headers  # a real server: no test client to add it
     server = make_server("127.0.0.1", 0, app)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
-        connection.request("POST", TASKS, body=b'{"title": "dated"}', headers=JSON_HEADERS)
+        connection.request(
+            "POST", TASKS, body=b'{"title": "dated"}', headers={**JSON_HEADERS, **auth}
+        )
         created = connection.getresponse()
         created.read()
+        assert created.status == 201
         location, etag = created.getheader("Location"), created.getheader("ETag")
-        connection.request("GET", location, headers={"If-None-Match": etag})
+        connection.request("GET", location, headers={"If-None-Match": etag, **auth})
         reply = connection.getresponse()
         reply.read()
         assert reply.status == 304
@@ -600,3 +605,59 @@ def test_a_304_from_the_real_dev_server_has_one_date_header(env: str) -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# --- who may ----------------------------------------------------------------------------------
+
+
+def _every_operation(task_id: str) -> list[tuple[str, str, Any]]:
+    return [
+        ("GET", TASKS, None),
+        ("GET", f"{TASKS}/{task_id}", None),
+        ("POST", TASKS, {"title": "intruder"}),
+        ("PUT", f"{TASKS}/{task_id}", {"title": "intruder"}),
+        ("PATCH", f"{TASKS}/{task_id}", {"title": "intruder"}),
+        ("DELETE", f"{TASKS}/{task_id}", None),
+        ("POST", f"{TASKS}/bulk", {"operations": [{"op": "delete", "id": task_id}]}),
+    ]
+
+
+def test_every_operation_needs_credentials(app: Flask, client: FlaskClient) -> None:
+    task = create(client, title="kept")
+    anonymous = app.test_client(token="")
+    for method, url, body in _every_operation(task["id"]):
+        response = anonymous.open(url, method=method, json=body)
+        assert response.status_code == 401, (method, url)
+        assert response.json["type"] == "/problems/authentication-required"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get(TASKS).json["items"] == [task]
+
+
+def test_a_viewer_reads_and_may_not_write(app: Flask, client: FlaskClient) -> None:
+    task = create(client, title="kept")
+    viewer = app.test_client(token=add_user(app, "viewer@example.com", role="viewer").token)
+    assert viewer.get(TASKS).json["items"] == [task]
+    assert viewer.get(f"{TASKS}/{task['id']}").json == task
+    for method, url, body in _every_operation(task["id"])[2:]:
+        response = viewer.open(url, method=method, json=body)
+        assert response.status_code == 403, (method, url)
+        assert response.json["type"] == "/problems/permission-denied"
+    assert client.get(TASKS).json["items"] == [task]
+
+
+def test_another_workspaces_member_gets_404_for_everything(app: Flask, client: FlaskClient) -> None:
+    """API v1 serves the default workspace: to a member of another workspace (its owner, here)
+    none of it is there, an existing task included."""
+    task = create(client, title="kept")
+    neighbour = add_user(app, "neighbour@example.com")
+    stranger = app.test_client(token=neighbour.token)
+    theirs = stranger.post("/api/v2/workspaces", json={"name": "theirs"}).json["id"]
+    their_admin = add_member(app, theirs, "admin", "their-admin@example.com")
+    for other in (stranger, app.test_client(token=their_admin.token)):
+        for method, url, body in _every_operation(task["id"]):
+            response = other.open(url, method=method, json=body)
+            assert response.status_code == 404, (method, url)
+            assert response.json["type"] == "/problems/workspace-not-found"
+        missing = other.get(f"{TASKS}/{new_task_id()}")
+        assert missing.json["type"] == "/problems/workspace-not-found"  # no hint it exists
+    assert client.get(TASKS).json["items"] == [task]
