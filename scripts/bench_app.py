@@ -5,15 +5,20 @@ Run it through the wrapper, which prepares the venv: ``./scripts/bench [--databa
 This module has two roles:
 * WSGI factories for gunicorn: ``bench_app:api_app()`` is the real app, configured only by the
   environment the driver sets (production profile, ``DATABASE_URL`` and ``SHARD_URLS`` naming
-  the benchmark's scratch databases); ``bench_app:bare_app()`` is Flask with one JSON endpoint,
-  the baseline. The app seeds nothing: the driver fills the databases before starting it.
+  the benchmark's scratch databases, ``JWT_KEYS_DIR`` holding a scratch signing key);
+  ``bench_app:api_app_without_auth()`` is the same app with its authentication hook replaced by
+  one that sets the caller the benchmark's token names, without checking anything (the baseline
+  that authentication's cost is measured against); ``bench_app:bare_app()`` is Flask with one
+  JSON endpoint, the baseline of everything. The apps seed nothing: the driver fills the
+  databases and mints the access token before starting them.
 * The driver (``main``): creates scratch databases (SQLite files in a temporary directory, or
   uniquely named PostgreSQL databases on the server ``--database-url`` names, dropped at the end
   even on Ctrl-C), migrates them with the project's migrations, seeds ``--tasks`` deterministic
-  tasks into one workspace, starts both servers (``--workers`` sync workers each, like
-  ``gunicorn -w 2 wsgi:app`` in docs/setup.md), loads each endpoint in turn with wrk (or, without
-  wrk, a pure-Python generator) and prints requests/s, latency percentiles and the ratio to the
-  bare endpoint, with the targets of chapter 3.
+  tasks into one workspace and a user who owns it, mints that user an access token, starts the
+  three servers (``--workers`` sync workers each, like ``gunicorn -w 2 wsgi:app`` in
+  docs/setup.md), loads each endpoint in turn with wrk (or, without wrk, a pure-Python generator)
+  and prints requests/s, latency percentiles, the ratio to the bare endpoint and what
+  authentication costs the list, with the targets of chapters 3 and 4.
 
 The app's JSON access log is written as in production (stderr, INFO): only its destination, a
 temporary file, differs, so the cost of formatting and writing every line is measured.
@@ -25,6 +30,7 @@ import argparse
 import hashlib
 import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -39,7 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,12 +55,59 @@ ROOT = Path(__file__).resolve().parent.parent
 BARE_PATH = "/bare"
 # The benchmark's workspace: a fixed id, so runs are comparable (it decides the shard).
 WORKSPACE_ID = uuid.UUID("0193a1b2-0000-7000-8000-00000000be4c")
+BENCH_USER_EMAIL = "bench-owner@example.com"
+# An Argon2id hash nobody knows the password of: the benchmark's user only uses minted tokens.
+UNUSABLE_PASSWORD_HASH = "$argon2id$v=19$m=8,t=1,p=1$bm90LWEtcmVhbC1zYWx0$AAAAAAAAAAAAAAAAAAAAAA"
+# How the driver hands the access token to api_app_without_auth() in the gunicorn workers.
+TOKEN_ENV = "BENCH_ACCESS_TOKEN"
+READY_ENV = "BENCH_READY_DIR"  # where each gunicorn worker says its app is built
+BOOT_TIMEOUT = 60  # seconds for every worker of a server to build its app
 SEED_BATCH = 1000  # rows per INSERT ... VALUES batch
 SHARD_NAMES = ("shard-1", "shard-2")
 # Chapter 3's targets: throughput as a share of the bare endpoint's, measured in the same run.
 TARGETS = {"list": 0.4, "get": 0.5, "304": 0.6}
+# Chapter 4's target: authentication may cost at most this share of the list's throughput.
+MAX_AUTH_COST = 0.10
+DEFAULT_ACCESS_TOKEN_TTL = 900  # the app's default (app/config.py); longer when a run needs it
+# The API budget per caller during the run: the limiter stays in the path (one counter update
+# per request, in every list row alike), but the benchmark's one user never hits it.
+UNLIMITED_API_RATE = "1000000000 per minute"
 
-# --- the two WSGI apps (imported by gunicorn workers) ------------------------------------------
+# The servers the driver starts: the factory each runs (``bench_app:<factory>()``).
+BARE, API, API_NO_AUTH = "bare", "api", "api-no-auth"
+FACTORIES = {BARE: "bare_app", API: "api_app", API_NO_AUTH: "api_app_without_auth"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One row of the table: a request, loaded on its own for ``--duration`` seconds."""
+
+    label: str
+    server: str  # BARE, API or API_NO_AUTH
+    request: str  # "bare", "health", "list" (a page of 20) or "task" (one task by id)
+    credential: str | None = None  # a key of Caller.credentials: the Authorization header sent
+    if_none_match: bool = False  # with the task's current ETag: answered with a 304
+    target: float | None = None  # the least share of the bare endpoint's throughput (chapter 3)
+    auth_baseline: str | None = None  # the label of the same request without authentication
+
+    @property
+    def expected_status(self) -> int:
+        return 304 if self.if_none_match else 200
+
+
+LIST_NO_AUTH = "GET .../tasks?per_page=20 no auth"
+ENDPOINTS = (
+    Endpoint("bare Flask GET /bare", BARE, "bare"),
+    Endpoint("GET /health/live", API, "health"),
+    Endpoint(LIST_NO_AUTH, API_NO_AUTH, "list", target=TARGETS["list"]),
+    Endpoint("GET .../tasks?per_page=20 JWT", API, "list", "jwt", target=TARGETS["list"],
+             auth_baseline=LIST_NO_AUTH),
+    Endpoint("GET .../tasks/{id} JWT", API, "task", "jwt", target=TARGETS["get"]),
+    Endpoint("GET .../tasks/{id} If-None-Match JWT", API, "task", "jwt", if_none_match=True,
+             target=TARGETS["304"]),
+)  # fmt: skip
+
+# --- the WSGI apps (imported by gunicorn workers) ----------------------------------------------
 
 
 def api_app() -> Any:
@@ -62,7 +115,32 @@ def api_app() -> Any:
     sys.path.insert(0, str(ROOT))
     from app import create_app
 
-    return create_app()
+    return announce_ready(create_app())
+
+
+def api_app_without_auth() -> Any:
+    """The production app with authentication skipped: the hook ``init_authentication``
+    installs is replaced, in its place among the ``before_request`` hooks, by one that sets the
+    caller of the token in ``BENCH_ACCESS_TOKEN`` (verified once, here, by the app's own code).
+    Everything after it (access checks in the services, rate limits, the queries) runs as with
+    the token, so the difference between the two is what authenticating a request costs."""
+    sys.path.insert(0, str(ROOT))
+    from app import create_app
+    from app.auth.authentication import _authenticate, authenticate_access_token
+    from app.auth.principal import set_current_principal
+
+    app = create_app()
+    with app.test_request_context():
+        principal = authenticate_access_token(os.environ[TOKEN_ENV])
+
+    def authenticated_already() -> None:
+        set_current_principal(principal)
+
+    hooks = app.before_request_funcs[None]
+    if hooks.count(_authenticate) != 1:
+        raise RuntimeError("the app no longer installs _authenticate once: update the benchmark")
+    hooks[hooks.index(_authenticate)] = authenticated_already
+    return announce_ready(app)
 
 
 def bare_app() -> Any:
@@ -75,7 +153,7 @@ def bare_app() -> Any:
     def bare() -> Any:
         return jsonify(message="Hello World")
 
-    return app
+    return announce_ready(app)
 
 
 # --- load generation ----------------------------------------------------------------------------
@@ -204,17 +282,41 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    workers: int
+    ready: Path  # each worker puts a file here once its app is built
 
     def wait_until_up(self) -> int:
-        _wait_until_up(self.process, self.port, self.log)
-        return self.port
+        """Wait until every worker has built its app (booting takes seconds: imports, engines,
+        keys; three servers boot at once), so no request of the warm-up waits for one."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise SystemExit(f"gunicorn exited with {self.process.returncode}:\n{tail}")
+            if len(list(self.ready.iterdir())) >= self.workers:
+                return self.port
+            time.sleep(0.1)
+        raise SystemExit(
+            f"gunicorn on port {self.port}: fewer than {self.workers} workers ready within "
+            f"{BOOT_TIMEOUT} s; its log: {self.log.read_text(errors='replace')[-3000:]}"
+        )
+
+
+def announce_ready(app: Any) -> Any:
+    """Called by each factory with its app, in the worker: tell the driver this worker is up."""
+    ready = os.environ.get(READY_ENV)
+    if ready:
+        (Path(ready) / str(os.getpid())).touch()
+    return app
 
 
 @contextmanager
 def gunicorn(factory: str, workers: int, env: dict[str, str], log: Path) -> Iterator[Server]:
-    """Start serving ``bench_app:<factory>()`` on a free port (``wait_until_up()`` waits for it);
-    its stderr (the app log) goes to ``log``. Stopped on the way out."""
+    """Start serving ``bench_app:<factory>()`` on a free port (``wait_until_up()`` waits for
+    its workers); its stderr (the app log) goes to ``log``. Stopped on the way out."""
     port = free_port()
+    ready = log.with_suffix(".ready")
+    ready.mkdir()
     command = [
         str(Path(sys.executable).with_name("gunicorn")),
         f"--workers={workers}",
@@ -224,9 +326,12 @@ def gunicorn(factory: str, workers: int, env: dict[str, str], log: Path) -> Iter
         f"bench_app:{factory}()",
     ]
     with open(log, "ab") as sink:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=env | {READY_ENV: str(ready)}, stdout=sink,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
-        yield Server(port, server, log)
+        yield Server(port, server, log, workers, ready)
     finally:
         server.send_signal(signal.SIGQUIT)  # quick shutdown: the master stops its workers now
         try:
@@ -234,20 +339,6 @@ def gunicorn(factory: str, workers: int, env: dict[str, str], log: Path) -> Iter
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-
-
-def _wait_until_up(server: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise SystemExit(f"gunicorn exited with {server.returncode}:\n{tail}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"gunicorn did not listen on port {port} within 30 s")
 
 
 # --- databases ----------------------------------------------------------------------------------
@@ -341,8 +432,24 @@ def seed_tasks(count: int) -> list[dict[str, Any]]:
     return rows
 
 
-def prepare(databases: Databases, tasks: int) -> str:
-    """Migrate every database, create the workspace, insert the tasks; its shard's name."""
+@dataclass(frozen=True)
+class Caller:
+    """The benchmark's user, owner of the workspace, and the credentials it calls with."""
+
+    user_id: uuid.UUID
+    session_id: str
+    access_token: str
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """``Authorization`` header values by name; an ``Endpoint``'s ``credential`` picks one."""
+        return {"jwt": f"Bearer {self.access_token}"}
+
+
+def prepare(databases: Databases, tasks: int, auth: dict[str, str]) -> tuple[str, Caller]:
+    """Migrate every database, create the workspace, insert the tasks and the workspace's owner,
+    mint the owner an access token (signed with a key of ``auth``'s ``JWT_KEYS_DIR``, valid for
+    its ``ACCESS_TOKEN_TTL``); the workspace's shard and the caller."""
     sys.path.insert(0, str(ROOT))
     from flask_migrate import upgrade
     from sqlalchemy import insert, text
@@ -352,7 +459,7 @@ def prepare(databases: Databases, tasks: int) -> str:
     from app.tasks.models import TaskRow, TaskTagRow
     from app.workspaces import workspace_service
 
-    app = create_app({"APP_ENV": "testing", "LOG_LEVEL": "WARNING", **databases.settings})
+    app = create_app({"APP_ENV": "testing", "LOG_LEVEL": "WARNING", **databases.settings, **auth})
     try:
         with app.app_context():
             upgrade()
@@ -377,15 +484,45 @@ def prepare(databases: Databases, tasks: int) -> str:
                     ]
                     session.execute(insert(TaskRow), columns)
                     session.execute(insert(TaskTagRow), tags)
+            caller = seed_caller()
             for engine in app.extensions["shards"].all_engines().values():
                 with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                     # Fresh statistics and visibility map, as autovacuum would leave them.
                     conn.execute(
                         text("VACUUM ANALYZE" if engine.name == "postgresql" else "ANALYZE")
                     )
-            return workspace.shard
+            return workspace.shard, caller
     finally:
         app.extensions["shards"].dispose()
+
+
+def seed_caller() -> Caller:
+    """The workspace's owner, a login session and an access token, as a login would leave them
+    (rows written directly: the benchmark measures reading tasks, not logging in)."""
+    from app.auth.models import AuthSessionRow, MembershipRow, UserRow
+    from app.auth.permissions import Role
+    from app.auth.tokens import issue_access_token
+    from app.db import db
+    from app.tasks.models import new_task_id, utc_now
+
+    now = utc_now()
+    user_id, session_id = new_task_id(), str(uuid.uuid4())
+    session = db.session()
+    with session.begin():
+        session.add(
+            UserRow(id=user_id, email=BENCH_USER_EMAIL, password_hash=UNUSABLE_PASSWORD_HASH,
+                    is_platform_admin=False, created_at=now, updated_at=now)
+        )  # fmt: skip
+        session.flush()  # no ORM relationships: the user row first, for the foreign keys
+        session.add(
+            AuthSessionRow(id=session_id, user_id=user_id, created_at=now,
+                           expires_at=now + timedelta(days=1))
+        )  # fmt: skip
+        session.add(
+            MembershipRow(workspace_id=WORKSPACE_ID, user_id=user_id, role=Role.OWNER.value,
+                          created_at=now, updated_at=now)
+        )  # fmt: skip
+    return Caller(user_id, session_id, issue_access_token(user_id, session_id).token)
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -398,9 +535,23 @@ def app_setting_names() -> set[str]:
     return {name for config in CONFIGS.values() for name in dir(config) if name.isupper()}
 
 
-def production_env(databases: Databases) -> dict[str, str]:
-    """The production profile with a throwaway key on the scratch databases; every app setting
-    the shell may hold (DATABASE_URL, ADMIN_TOKEN, ...) removed first."""
+def auth_settings(workdir: Path, token_ttl: int) -> dict[str, str]:
+    """A scratch signing key in ``workdir`` and the token lifetime: the same for the app that
+    mints the token and for the servers that verify it."""
+    sys.path.insert(0, str(ROOT))
+    from app.auth.keys import rotate
+
+    keys = workdir / "jwt-keys"
+    rotate(keys)
+    return {"JWT_KEYS_DIR": str(keys), "ACCESS_TOKEN_TTL": str(token_ttl)}
+
+
+def production_env(
+    databases: Databases, auth: dict[str, str], workdir: Path, redis: dict[str, str]
+) -> dict[str, str]:
+    """The production profile with a throwaway secret key, signing key and backup directory on
+    the scratch databases; every app setting the shell may hold (DATABASE_URL, REDIS_URL, ...)
+    removed first, so only ``redis`` (REDIS_URL and a scratch REDIS_KEY_PREFIX) brings Redis in."""
     drop = app_setting_names() | {"FLASK_DEBUG", "FLASK_APP", "TASK_STORAGE"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(
@@ -409,9 +560,39 @@ def production_env(databases: Databases) -> dict[str, str]:
         LOG_LEVEL="INFO",
         LOG_FORMAT="json",
         PYTHONDONTWRITEBYTECODE="1",
+        BACKUP_DIR=str(workdir / "backups"),
+        RATE_LIMIT_API=UNLIMITED_API_RATE,
         **databases.settings,
+        **auth,
+        **redis,
     )
     return env
+
+
+@contextmanager
+def scratch_redis(url: str | None) -> Iterator[dict[str, str]]:
+    """``REDIS_URL`` and a key prefix no one else uses (nothing when ``url`` is None); every key
+    under that prefix deleted on the way out."""
+    if url is None:
+        yield {}
+        return
+    import redis
+
+    prefix = f"taskapi-bench-{os.getpid()}-{secrets.token_hex(3)}:"
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise SystemExit(f"--redis-url: cannot reach Redis: {exc}") from None
+    try:
+        yield {"REDIS_URL": url, "REDIS_KEY_PREFIX": prefix}
+    finally:
+        # A handful of keys: rate-limit counters of one caller (revocations: none in a run).
+        # Matched anywhere in the key: a limiter storage may put its own "LIMITS:" in front.
+        leftovers = list(client.scan_iter(match=f"*{prefix}*", count=500))
+        if leftovers:
+            client.delete(*leftovers)
+        client.close()
 
 
 def machine_summary(generator: str, engine: str, load_before: float | None) -> str:
@@ -441,7 +622,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Benchmark the Task API on a database, under gunicorn, against a bare "
-        "Flask app.",
+        "Flask app, with and without authentication.",
     )
     parser.add_argument("-d", "--duration", type=float, default=10, help="seconds per endpoint")
     parser.add_argument("-c", "--connections", type=int, default=16, help="open connections")
@@ -452,6 +633,12 @@ def main(argv: list[str] | None = None) -> None:
         help="PostgreSQL admin URL (postgresql+psycopg://postgres@127.0.0.1:5432/postgres): "
         "scratch databases are created there and dropped afterwards. Default: SQLite files "
         "in a temporary directory",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="Redis for the apps (redis://127.0.0.1:6379/15): revocation checks and rate-limit "
+        "counters there, under a key prefix of the run's own, deleted afterwards. Default: none "
+        "(revocations in the control database, counters in each worker's memory)",
     )
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks in the workspace")
     parser.add_argument(
@@ -486,16 +673,28 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="taskapi-bench-"))
     app_log = workdir / "app.log"
+    # The token is minted once, before the servers start: it must outlive the whole run.
+    token_ttl = max(DEFAULT_ACCESS_TOKEN_TTL, math.ceil(len(ENDPOINTS) * args.duration) + 600)
     try:
-        with scratch_databases(args.database_url, args.shards, workdir) as databases:
+        with (
+            scratch_databases(args.database_url, args.shards, workdir) as databases,
+            scratch_redis(args.redis_url) as redis,
+        ):
             print(f"seeding {args.tasks} tasks ({databases.engine}) ...", file=sys.stderr)
-            shard = prepare(databases, args.tasks)
-            env = production_env(databases)
-            with (
-                gunicorn("api_app", args.workers, env, app_log) as api,
-                gunicorn("bare_app", args.workers, env, workdir / "bare.log") as bare,
-            ):  # both start at once; then wait for each
-                rows = measure(api.wait_until_up(), bare.wait_until_up(), args, load)
+            auth = auth_settings(workdir, token_ttl)
+            shard, caller = prepare(databases, args.tasks, auth)
+            env = production_env(databases, auth, workdir, redis)
+            logs = {API: app_log, API_NO_AUTH: workdir / "no-auth.log", BARE: workdir / "bare.log"}
+            envs = {API: env, API_NO_AUTH: env | {TOKEN_ENV: caller.access_token}, BARE: env}
+            with ExitStack() as stack:  # all start at once; then wait for each
+                servers = {
+                    name: stack.enter_context(
+                        gunicorn(factory, args.workers, envs[name], logs[name])
+                    )
+                    for name, factory in FACTORIES.items()
+                }
+                ports = {name: server.wait_until_up() for name, server in servers.items()}
+                rows = measure(ports, caller, args, load)
         log_lines = app_log.read_text(errors="replace").splitlines()
         access_lines = sum('"logger": "app.access"' in line for line in log_lines)
         if args.keep_log:
@@ -510,73 +709,119 @@ def main(argv: list[str] | None = None) -> None:
     threads = f"{args.threads} wrk threads" if use_wrk else "one Python thread each"
     log_fate = f"kept at {args.keep_log}" if args.keep_log else "then discarded"
     layout = f"control + {args.shards} shard databases" if args.shards else "one database"
+    revocations = "in Redis" if args.redis_url else "in the control database"
     print(
         f"\n{args.duration:g} s per endpoint, {args.connections} connections ({threads}); "
         f"gunicorn {args.workers} sync workers per app, production profile; {layout}, "
-        f"{args.tasks} tasks in the workspace (on {shard}); "
-        f"app log: {access_lines} JSON access lines ({log_fate})"
+        f"{args.tasks} tasks in the workspace (on {shard}); revocation checks {revocations}; "
+        f"app log (JWT server): {access_lines} JSON access lines ({log_fate})"
     )
     print(machine_summary(generator, databases.engine, load_before))
-    failed = [row for row in rows if row[1].bad_status or row[1].socket_errors]
+    failed = [row for row in rows if row.result.bad_status or row.result.socket_errors]
     if failed:
         print("error: some responses were neither 2xx nor 3xx, or sockets failed", file=sys.stderr)
         raise SystemExit(1)
 
 
-Row = tuple[str, Result, float, float | None]  # label, result, ratio to bare, target
+@dataclass(frozen=True)
+class Row:
+    endpoint: Endpoint
+    result: Result
+    vs_bare: float  # throughput as a share of the bare endpoint's
+    auth_cost: float | None  # throughput lost to authentication, as a share of the baseline's
 
 
-def measure(api_port: int, bare_port: int, args: argparse.Namespace, load: Any) -> list[Row]:
+def measure(
+    ports: dict[str, int], caller: Caller, args: argparse.Namespace, load: Any
+) -> list[Row]:
     tasks = f"/api/v2/workspaces/{WORKSPACE_ID}/tasks"
-    listing = get(api_port, f"{tasks}?per_page=1")
+    owner = {"Authorization": caller.credentials["jwt"]}
+    listing = get(ports[API], f"{tasks}?per_page=1", owner)
     assert listing.status == 200, (listing.status, listing.body)  # type: ignore[attr-defined]
     page = json.loads(listing.body)  # type: ignore[attr-defined]
     assert page["total"] == args.tasks, page
     task = f"{tasks}/{page['items'][0]['id']}"
-    etag = get(api_port, task).getheader("ETag")
+    etag = get(ports[API], task, owner).getheader("ETag")
     assert etag, f"GET {task} sent no ETag"
+    # The two apps differ only by authentication: on, and skipped.
+    for server, expected in ((API, 401), (API_NO_AUTH, 200)):
+        status = get(ports[server], f"{tasks}?per_page=1").status
+        if status != expected:
+            raise SystemExit(f"{server}: a list without a token answered {status}, not {expected}")
 
-    targets: list[tuple[str, int, str, dict[str, str], int, float | None]] = [
-        ("bare Flask GET /bare", bare_port, BARE_PATH, {}, 200, None),
-        ("GET /health/live", api_port, "/health/live", {}, 200, None),
-        ("GET .../tasks?per_page=20", api_port, f"{tasks}?per_page=20", {}, 200, TARGETS["list"]),
-        ("GET .../tasks/{id}", api_port, task, {}, 200, TARGETS["get"]),
-        ("GET .../tasks/{id} If-None-Match", api_port, task, {"If-None-Match": etag}, 304,
-         TARGETS["304"]),
-    ]  # fmt: skip
+    paths = {"bare": BARE_PATH, "health": "/health/live", "list": f"{tasks}?per_page=20",
+             "task": task}  # fmt: skip
+
+    def request_of(endpoint: Endpoint) -> tuple[int, str, dict[str, str]]:
+        headers = {}
+        if endpoint.credential is not None:
+            headers["Authorization"] = caller.credentials[endpoint.credential]
+        if endpoint.if_none_match:
+            headers["If-None-Match"] = etag
+        return ports[endpoint.server], paths[endpoint.request], headers
+
     # Warm up every worker (a new connection each time, so the kernel spreads them, and each
     # worker's pool opens its connections), and check that each answers as expected.
-    for label, port, path, headers, expected, _target in targets:
+    for endpoint in ENDPOINTS:
+        port, path, headers = request_of(endpoint)
         for _ in range(20 * args.workers):
             status = get(port, path, headers).status
-            if status != expected:
-                raise SystemExit(f"{label}: expected {expected}, got {status}")
+            if status != endpoint.expected_status:
+                raise SystemExit(
+                    f"{endpoint.label}: expected {endpoint.expected_status}, got {status}"
+                )
 
-    rows: list[Row] = []
-    baseline = 0.0
-    for label, port, path, headers, _expected, target in targets:
-        url = f"http://127.0.0.1:{port}{path}"
-        print(f"loading {label} for {args.duration:g} s ...", file=sys.stderr)
-        result = load(url, headers, args.duration, args.connections, args.threads)
-        baseline = baseline or result.requests_per_second
-        rows.append((label, result, result.requests_per_second / baseline, target))
+    results: dict[str, Result] = {}
+    for endpoint in ENDPOINTS:
+        port, path, headers = request_of(endpoint)
+        print(f"loading {endpoint.label} for {args.duration:g} s ...", file=sys.stderr)
+        results[endpoint.label] = load(
+            f"http://127.0.0.1:{port}{path}", headers, args.duration, args.connections,
+            args.threads,
+        )  # fmt: skip
+    bare = next(results[e.label] for e in ENDPOINTS if e.server == BARE).requests_per_second
+    rows = []
+    for endpoint in ENDPOINTS:
+        result = results[endpoint.label]
+        cost = None
+        if endpoint.auth_baseline is not None:
+            baseline = results[endpoint.auth_baseline].requests_per_second
+            cost = 1 - result.requests_per_second / baseline
+        rows.append(Row(endpoint, result, result.requests_per_second / bare, cost))
     return rows
 
 
 def print_table(rows: list[Row]) -> None:
+    width = max(len(row.endpoint.label) for row in rows) + 1
     print(
-        f"{'endpoint':36} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} {'target':>7} "
-        f"{'requests':>9} {'non-2xx/3xx':>11} {'sock err':>8}"
+        f"{'endpoint':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} "
+        f"{'target':>7} {'auth cost':>9} {'requests':>9} {'non-2xx/3xx':>11} {'sock err':>8}"
     )
-    for label, r, ratio, target in rows:
+    for row in rows:
+        r, target = row.result, row.endpoint.target
         wanted = f"{target:.0%}" if target is not None else ""
+        cost = f"{row.auth_cost:.1%}" if row.auth_cost is not None else ""
         print(
-            f"{label:36} {r.requests_per_second:8.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
-            f"{ratio:8.0%} {wanted:>7} {r.requests:9d} {r.bad_status:11d} {r.socket_errors:8d}"
+            f"{row.endpoint.label:{width}} {r.requests_per_second:8.0f} {r.p50_ms:8.2f} "
+            f"{r.p99_ms:8.2f} {row.vs_bare:8.0%} {wanted:>7} {cost:>9} {r.requests:9d} "
+            f"{r.bad_status:11d} {r.socket_errors:8d}"
         )
-    for label, _r, ratio, target in rows:
-        if target is not None and ratio < target:
-            print(f"below target: {label} at {ratio:.0%} of bare (target {target:.0%})")
+    print()
+    for row in rows:
+        target = row.endpoint.target
+        if target is not None and row.vs_bare < target:
+            print(
+                f"below target: {row.endpoint.label} at {row.vs_bare:.0%} of bare "
+                f"(target {target:.0%})"
+            )
+    for row in rows:
+        if row.auth_cost is None:
+            continue
+        verdict = "met" if row.auth_cost <= MAX_AUTH_COST else "NOT MET"
+        print(
+            f"auth cost of {row.endpoint.label}: {row.auth_cost:.1%} of the throughput of "
+            f"{row.endpoint.auth_baseline} (target: at most {MAX_AUTH_COST:.0%}; {verdict})"
+        )
 
 
 if __name__ == "__main__":
