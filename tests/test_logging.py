@@ -7,7 +7,7 @@ import re
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 from flask import Flask
 from werkzeug.serving import make_server
@@ -70,14 +70,25 @@ def test_secrets_and_bodies_never_reach_the_log(
     any_app: Flask, capture_log: Callable[[Flask], CapturedLog]
 ) -> None:
     log = capture_log(any_app)
-    client = any_app.test_client()
-    headers = {"Authorization": "Bearer top-secret-token", "Cookie": "session=cookie-secret"}
-    client.post("/api/v1/hello", json={"name": "Ada", "password": "hunter2"}, headers=headers)
-    client.post("/api/v1/hello", data="{not json hunter2", content_type="application/json")
-    client.post("/api/v1/hello", json={"name": "x" * 60, "password": "hunter2"}, headers=headers)
+    client = any_app.test_client()  # sends a real access token: the owner's
+    token = any_app.extensions["test_owner"].token
+    cookie = {"Cookie": "session=cookie-secret"}
+    forged = {"Authorization": "Bearer top-secret-token", **cookie}
+    answers = [
+        client.post("/api/v1/hello", json={"name": "Ada", "password": "hunter2"}, headers=cookie),
+        client.post("/api/v1/hello", data="{not json hunter2", content_type="application/json"),
+        client.post("/api/v1/hello", json={"name": "x" * 60, "password": "hunter2"}),
+        client.post("/api/v1/hello", json={"name": "Ada"}, headers=forged),
+        any_app.test_client(token="").post(
+            "/api/v2/auth/login", json={"email": "ada@example.com", "password": "hunter2-Ada-pw"}
+        ),
+    ]
+    # Each was read as far as it goes: a body refused, a token refused, a log-in refused.
+    assert [answer.status_code for answer in answers] == [422, 400, 422, 401, 401]
     assert log.lines(), "requests were logged"
-    for secret in ("top-secret-token", "cookie-secret", "hunter2", "Ada"):
+    for secret in (token, token.rsplit(".", 1)[1], "top-secret-token", "cookie-secret", "hunter2"):
         assert secret not in log.text
+    assert "Ada" not in log.text
 
 
 def test_sensitive_extra_fields_are_redacted(
@@ -116,7 +127,9 @@ def test_dev_server_access_lines_are_dropped_in_favour_of_ours(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with urlopen(f"http://127.0.0.1:{server.server_port}/api/v1/hello", timeout=5) as reply:
+        url = f"http://127.0.0.1:{server.server_port}/api/v1/hello"
+        request = Request(url, headers=app.extensions["test_owner"].headers)
+        with urlopen(request, timeout=5) as reply:
             assert reply.status == 200
     finally:
         server.shutdown()
