@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +18,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
+from app import create_app
+from app.auth.tokens import issue_access_token
+from app.tasks.models import new_task_id
+from tests.auth import BearerClient
 from tests.conftest import CapturedLog, make_app
-from tests.databases import POSTGRES_ADMIN_URL
+from tests.databases import POSTGRES_ADMIN_URL, fresh_databases
 
 PASSWORD = "pw-Secret-42"
 requires_postgres = pytest.mark.skipif(
@@ -95,15 +100,30 @@ def test_readiness_names_the_shard_that_is_down() -> None:
 
 
 def test_a_control_database_that_is_down_gives_503_and_not_ready() -> None:
-    app = make_app(DATABASE_URL=_closed_port_url())
-    client = app.test_client()
-    started = time.monotonic()
-    _assert_unavailable(client.get("/api/v2/workspaces"), started)
-    _assert_unavailable(client.get("/api/v1/tasks"), time.monotonic())
-    ready = client.get("/health/ready")
-    assert ready.status_code == 503
-    assert ready.json["checks"]["database:control"]["status"] == "fail"
-    assert client.get("/health/live").status_code == 200  # liveness never touches a database
+    # Not make_app: it adds the test owner to the control database, which is down here. A
+    # signed token needs no database; checking it (revoked?) reads the control database.
+    app = create_app(
+        {"APP_ENV": "testing", **fresh_databases(), "DATABASE_URL": _closed_port_url()}
+    )
+    try:
+        app.test_client_class = BearerClient
+        with app.app_context():
+            token = issue_access_token(new_task_id(), str(uuid.uuid4())).token
+        client = app.test_client(token=token)
+        started = time.monotonic()
+        # A 503, not a 401: a client must not take an outage for a revoked token.
+        _assert_unavailable(client.get("/api/v2/workspaces"), started)
+        _assert_unavailable(client.get("/api/v1/tasks"), time.monotonic())
+        # Without credentials the answer needs no database: the 401 as ever.
+        anonymous = app.test_client(token="").get("/api/v2/workspaces")
+        assert anonymous.status_code == 401
+        assert anonymous.json["type"] == "/problems/authentication-required"
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json["checks"]["database:control"]["status"] == "fail"
+        assert client.get("/health/live").status_code == 200  # liveness touches no database
+    finally:
+        app.extensions["shards"].dispose()
 
 
 def test_every_database_is_checked_when_all_are_up(app: Flask) -> None:
