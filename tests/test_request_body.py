@@ -35,10 +35,13 @@ from gunicorn.http.unreader import IterUnreader
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.serving import DechunkedInput
 
+from app import create_app
 from app.config import BaseConfig
 from app.core.errors import GENERIC_500_DETAIL, ApiRequest
 from app.core.request_body import MALFORMED_CHUNKED_DETAIL, BoundedBodyRequest
+from tests.auth import add_user
 from tests.conftest import CapturedLog
+from tests.conftest import test_keys_directory as signing_keys_directory
 from tests.databases import fresh_databases
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,6 +267,12 @@ def test_the_app_does_not_import_gunicorn() -> None:
 class Server:
     port: int
     log_path: Path
+    token: str  # the default workspace owner's access token, valid on this server
+
+    @property
+    def authorization(self) -> str:
+        """The header line, for raw requests."""
+        return f"Authorization: Bearer {self.token}\r\n"
 
     def log_size(self) -> int:
         return self.log_path.stat().st_size
@@ -313,14 +322,27 @@ def gunicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     # The production profile, and none of this shell's settings.
     settings = {name for name in dir(BaseConfig) if name.isupper()} | {"FLASK_DEBUG"}
     env = {name: value for name, value in os.environ.items() if name not in settings}
-    env |= {"APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(36)}
-    env |= fresh_databases()
+    server_settings = {
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(36),
+        "JWT_KEYS_DIR": str(signing_keys_directory()),  # the key the owner's token is signed with
+        "BACKUP_DIR": str(tmp_path_factory.mktemp("backups")),  # production requires one
+        **fresh_databases(),
+    }
+    env |= server_settings
+    # The default workspace's owner, written into the server's databases by an app of the same
+    # settings (not make_app: it would start from fresh databases of its own).
+    setup = create_app(server_settings)
+    try:
+        token = add_user(setup, "owner@example.com", role="owner").token
+    finally:
+        setup.extensions["shards"].dispose()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             _gunicorn_args(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        yield Server(_wait_until_live(process, log_path), log_path)
+        yield Server(_wait_until_live(process, log_path), log_path, token)
     finally:
         process.send_signal(signal.SIGINT)  # quick shutdown
         try:
@@ -373,10 +395,10 @@ def exchange(port: int, head: bytes, body: bytes, *, half_close: bool = False) -
         return RawResponse(int(status_line.split()[1]), headers, rest)
 
 
-def chunked_head(path: str = TASKS) -> bytes:
+def chunked_head(server: Server, path: str = TASKS) -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n"
+        f"{server.authorization}Transfer-Encoding: chunked\r\n\r\n"
     ).encode()
 
 
@@ -389,8 +411,10 @@ def assert_raw_problem(response: RawResponse, status: int) -> dict[str, Any]:
     return problem
 
 
-def raw_task_count(port: int) -> int:
-    response = exchange(port, f"GET {TASKS} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode(), b"")
+def raw_task_count(server: Server) -> int:
+    head = f"GET {TASKS} HTTP/1.1\r\nHost: localhost\r\n{server.authorization}\r\n"
+    response = exchange(server.port, head.encode(), b"")
+    assert response.status == 200, response.body
     return int(response.json()["total"])
 
 
@@ -402,15 +426,16 @@ def assert_no_error_logged(text: str) -> None:
 
 def test_gunicorn_refuses_an_oversized_chunked_body_with_413(gunicorn_server: Server) -> None:
     port, offset = gunicorn_server.port, gunicorn_server.log_size()
-    before = raw_task_count(port)
+    before = raw_task_count(gunicorn_server)
 
-    problem = assert_raw_problem(exchange(port, chunked_head(), chunked(OVERSIZED)), 413)
+    head = chunked_head(gunicorn_server)
+    problem = assert_raw_problem(exchange(port, head, chunked(OVERSIZED)), 413)
 
     head = f"POST {TASKS} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-    head += f"Content-Length: {len(OVERSIZED)}\r\n\r\n"
+    head += f"{gunicorn_server.authorization}Content-Length: {len(OVERSIZED)}\r\n\r\n"
     reference = assert_raw_problem(exchange(port, head.encode(), OVERSIZED), 413)
     assert without_request_id(problem) == without_request_id(reference)
-    assert raw_task_count(port) == before
+    assert raw_task_count(gunicorn_server) == before
     assert_no_error_logged(gunicorn_server.log_since(offset))
 
 
@@ -419,13 +444,13 @@ def test_gunicorn_answers_malformed_chunked_framing_with_400(
     gunicorn_server: Server, raw: bytes
 ) -> None:
     offset = gunicorn_server.log_size()
-    response = exchange(gunicorn_server.port, chunked_head(), raw, half_close=True)
+    response = exchange(gunicorn_server.port, chunked_head(gunicorn_server), raw, half_close=True)
     assert assert_raw_problem(response, 400)["detail"] == MALFORMED_CHUNKED_DETAIL
     assert_no_error_logged(gunicorn_server.log_since(offset))
 
 
 def test_gunicorn_accepts_a_valid_chunked_body(gunicorn_server: Server) -> None:
     raw = chunked(b'{"title": "streamed"}', size=5)
-    response = exchange(gunicorn_server.port, chunked_head(), raw)
+    response = exchange(gunicorn_server.port, chunked_head(gunicorn_server), raw)
     assert response.status == 201
     assert response.json()["title"] == "streamed"
