@@ -38,6 +38,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -167,6 +168,18 @@ class Result:
     requests: int
     bad_status: int  # neither 2xx nor 3xx
     socket_errors: int
+
+    @staticmethod
+    def combined(rounds: list[Result]) -> Result:
+        """Rounds of equal length as one: mean throughput, median p50, worst p99, totals."""
+        return Result(
+            statistics.fmean(r.requests_per_second for r in rounds),
+            statistics.median(r.p50_ms for r in rounds),
+            max(r.p99_ms for r in rounds),
+            sum(r.requests for r in rounds),
+            sum(r.bad_status for r in rounds),
+            sum(r.socket_errors for r in rounds),
+        )
 
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -640,6 +653,11 @@ def main(argv: list[str] | None = None) -> None:
         "counters there, under a key prefix of the run's own, deleted afterwards. Default: none "
         "(revocations in the control database, counters in each worker's memory)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="times the lists with and without authentication are each loaded, alternately "
+        "(--duration each time): authentication's cost is the median of the rounds' costs",
+    )  # fmt: skip
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks in the workspace")
     parser.add_argument(
         "--shards", type=int, choices=range(len(SHARD_NAMES) + 1), default=len(SHARD_NAMES),
@@ -652,8 +670,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.connections < args.threads:
         parser.error("--connections must be at least --threads")
-    if args.tasks < 1 or args.duration <= 0:
-        parser.error("--tasks and --duration must be positive")
+    if args.tasks < 1 or args.duration <= 0 or args.rounds < 1:
+        parser.error("--tasks, --duration and --rounds must be positive")
 
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     if use_wrk:
@@ -674,7 +692,8 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="taskapi-bench-"))
     app_log = workdir / "app.log"
     # The token is minted once, before the servers start: it must outlive the whole run.
-    token_ttl = max(DEFAULT_ACCESS_TOKEN_TTL, math.ceil(len(ENDPOINTS) * args.duration) + 600)
+    run_seconds = len(load_order(args.rounds)) * args.duration
+    token_ttl = max(DEFAULT_ACCESS_TOKEN_TTL, math.ceil(run_seconds) + 600)
     try:
         with (
             scratch_databases(args.database_url, args.shards, workdir) as databases,
@@ -711,7 +730,8 @@ def main(argv: list[str] | None = None) -> None:
     layout = f"control + {args.shards} shard databases" if args.shards else "one database"
     revocations = "in Redis" if args.redis_url else "in the control database"
     print(
-        f"\n{args.duration:g} s per endpoint, {args.connections} connections ({threads}); "
+        f"\n{args.duration:g} s per endpoint (the lists with and without authentication: "
+        f"{args.rounds} times each, alternately), {args.connections} connections ({threads}); "
         f"gunicorn {args.workers} sync workers per app, production profile; {layout}, "
         f"{args.tasks} tasks in the workspace (on {shard}); revocation checks {revocations}; "
         f"app log (JWT server): {access_lines} JSON access lines ({log_fate})"
@@ -728,7 +748,12 @@ class Row:
     endpoint: Endpoint
     result: Result
     vs_bare: float  # throughput as a share of the bare endpoint's
-    auth_cost: float | None  # throughput lost to authentication, as a share of the baseline's
+    # Throughput lost to authentication, as a share of the baseline's, in each round.
+    auth_costs: list[float]
+
+    @property
+    def auth_cost(self) -> float | None:
+        return statistics.median(self.auth_costs) if self.auth_costs else None
 
 
 def measure(
@@ -771,24 +796,42 @@ def measure(
                     f"{endpoint.label}: expected {endpoint.expected_status}, got {status}"
                 )
 
-    results: dict[str, Result] = {}
-    for endpoint in ENDPOINTS:
+    runs: dict[str, list[Result]] = {endpoint.label: [] for endpoint in ENDPOINTS}
+    for endpoint in load_order(args.rounds):
         port, path, headers = request_of(endpoint)
         print(f"loading {endpoint.label} for {args.duration:g} s ...", file=sys.stderr)
-        results[endpoint.label] = load(
-            f"http://127.0.0.1:{port}{path}", headers, args.duration, args.connections,
-            args.threads,
+        runs[endpoint.label].append(
+            load(f"http://127.0.0.1:{port}{path}", headers, args.duration, args.connections,
+                 args.threads)
         )  # fmt: skip
-    bare = next(results[e.label] for e in ENDPOINTS if e.server == BARE).requests_per_second
+    bare = next(runs[e.label][0] for e in ENDPOINTS if e.server == BARE).requests_per_second
     rows = []
     for endpoint in ENDPOINTS:
-        result = results[endpoint.label]
-        cost = None
-        if endpoint.auth_baseline is not None:
-            baseline = results[endpoint.auth_baseline].requests_per_second
-            cost = 1 - result.requests_per_second / baseline
-        rows.append(Row(endpoint, result, result.requests_per_second / bare, cost))
+        result = Result.combined(runs[endpoint.label])
+        costs = []
+        if endpoint.auth_baseline is not None:  # round by round: each pair ran back to back
+            pairs = zip(runs[endpoint.label], runs[endpoint.auth_baseline], strict=True)
+            costs = [
+                1 - mine.requests_per_second / base.requests_per_second for mine, base in pairs
+            ]
+        rows.append(Row(endpoint, result, result.requests_per_second / bare, costs))
     return rows
+
+
+def load_order(rounds: int) -> list[Endpoint]:
+    """``ENDPOINTS`` in order, except that the requests compared for authentication's cost are
+    loaded ``rounds`` times each, alternately and in turn first (A B, B A, A B, ...), so that a
+    machine that speeds up or slows down during the run weighs on both alike."""
+    compared = {e.auth_baseline for e in ENDPOINTS if e.auth_baseline is not None}
+    group = [e for e in ENDPOINTS if e.label in compared or e.auth_baseline is not None]
+    order: list[Endpoint] = []
+    for endpoint in ENDPOINTS:
+        if endpoint not in group:
+            order.append(endpoint)
+        elif endpoint is group[0]:
+            for round_ in range(rounds):
+                order += group if round_ % 2 == 0 else group[::-1]
+    return order
 
 
 def print_table(rows: list[Row]) -> None:
@@ -818,9 +861,11 @@ def print_table(rows: list[Row]) -> None:
         if row.auth_cost is None:
             continue
         verdict = "met" if row.auth_cost <= MAX_AUTH_COST else "NOT MET"
+        rounds = ", ".join(f"{cost:.1%}" for cost in row.auth_costs)
         print(
             f"auth cost of {row.endpoint.label}: {row.auth_cost:.1%} of the throughput of "
-            f"{row.endpoint.auth_baseline} (target: at most {MAX_AUTH_COST:.0%}; {verdict})"
+            f"{row.endpoint.auth_baseline} (target: at most {MAX_AUTH_COST:.0%}; {verdict}); "
+            f"median of the rounds: {rounds}"
         )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_RUN = ["--duration", "0.2", "--tasks", "25", "--workers", "1", "--connections", "2",
-             "--threads", "1", "--python-load", "--shards", "0"]  # fmt: skip
+             "--threads", "1", "--python-load", "--shards", "0", "--rounds", "2"]  # fmt: skip
 ROWS = (
     "bare Flask GET /bare",
     "GET /health/live",
@@ -45,12 +45,22 @@ def test_the_benchmark_runs_on_sqlite_with_the_python_load_generator(tmp_path: P
         assert rows[label].split()[-2:] == ["0", "0"], rows[label]
     # The authenticated list is compared with the same list without authentication.
     assert rows["GET .../tasks?per_page=20 JWT"].count("%") == 3, rows  # vs bare, target, cost
+    # ... round by round, alternately (A B, then B A), the cost being the median of the rounds.
+    loaded = [
+        line.removeprefix("loading ").rsplit(" for ", 1)[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("loading GET .../tasks?")
+    ]
+    no_auth, jwt = "GET .../tasks?per_page=20 no auth", "GET .../tasks?per_page=20 JWT"
+    assert loaded == [no_auth, jwt, jwt, no_auth], result.stderr
     cost = re.compile(
         r"^auth cost of GET \.\.\./tasks\?per_page=20 JWT: -?\d+\.\d% of the throughput of "
-        r"GET \.\.\./tasks\?per_page=20 no auth \(target: at most 10%; (met|NOT MET)\)$",
+        r"GET \.\.\./tasks\?per_page=20 no auth \(target: at most 10%; (met|NOT MET)\); "
+        r"median of the rounds: -?\d+\.\d%, -?\d+\.\d%$",
         re.MULTILINE,
     )
     assert cost.search(result.stdout), result.stdout
+    assert "the lists with and without authentication: 2 times each" in result.stdout
     assert "25 tasks in the workspace" in result.stdout
     assert "one database" in result.stdout
     assert "revocation checks in the control database" in result.stdout
