@@ -15,6 +15,8 @@ from app.config import ConfigError, load_config
 from tests.conftest import PRODUCTION_TEST_SECRET, make_app
 
 ROOT = Path(__file__).resolve().parent.parent
+# What production needs besides the secret key: only read here, never created.
+PRODUCTION_STORAGE = {"DATABASE_URL": "sqlite://", "BACKUP_DIR": "/var/backups/taskapi"}
 
 
 def test_development_is_the_default_profile() -> None:
@@ -35,7 +37,7 @@ def test_development_is_the_default_profile() -> None:
 def test_one_variable_selects_the_profile(
     env: str, debug: bool, testing: bool, log_format: str
 ) -> None:
-    environ = {"APP_ENV": env, "SECRET_KEY": PRODUCTION_TEST_SECRET, "DATABASE_URL": "sqlite://"}
+    environ = {"APP_ENV": env, "SECRET_KEY": PRODUCTION_TEST_SECRET, **PRODUCTION_STORAGE}
     settings = load_config(environ=environ)
     assert (settings["APP_ENV"], settings["DEBUG"], settings["TESTING"]) == (env, debug, testing)
     assert settings["LOG_FORMAT"] == log_format
@@ -99,11 +101,12 @@ def test_create_app_reads_the_process_environment(monkeypatch: pytest.MonkeyPatc
         ({"SECRET_KEY": PRODUCTION_TEST_SECRET, "DEBUG": True}, "DEBUG is on"),
         ({"SECRET_KEY": PRODUCTION_TEST_SECRET, "TESTING": True}, "TESTING is on"),
         ({"SECRET_KEY": PRODUCTION_TEST_SECRET, "DATABASE_URL": None}, "DATABASE_URL is not set"),
+        ({"SECRET_KEY": PRODUCTION_TEST_SECRET, "BACKUP_DIR": None}, "BACKUP_DIR is not set"),
     ],
 )
 def test_production_refuses_unsafe_settings(overrides: dict[str, object], reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
-        create_app({"APP_ENV": "production", "DATABASE_URL": "sqlite://", **overrides})
+        create_app({"APP_ENV": "production", **PRODUCTION_STORAGE, **overrides})
 
 
 def test_production_starts_with_a_strong_secret() -> None:
@@ -169,7 +172,7 @@ def test_production_refuses_flask_debug() -> None:
     environ = {
         "APP_ENV": "production",
         "SECRET_KEY": PRODUCTION_TEST_SECRET,
-        "DATABASE_URL": "sqlite://",
+        **PRODUCTION_STORAGE,
         "FLASK_DEBUG": "1",
     }
     with pytest.raises(ConfigError, match="FLASK_DEBUG is on"):
