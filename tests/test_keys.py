@@ -447,14 +447,16 @@ def in_flask_cli(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.fixture
-def full_app() -> Iterator[Callable[..., Flask]]:
+def full_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Flask]]:
     """``full_app(env, **settings)``: create_app on fresh databases, closed afterwards."""
     apps: list[Flask] = []
 
     def build(env: str, **settings: Any) -> Flask:
-        config: dict[str, Any] = {"APP_ENV": env, **fresh_databases(), **settings}
+        config: dict[str, Any] = {"APP_ENV": env, **fresh_databases()}
         if env == "production":
             config["SECRET_KEY"] = PRODUCTION_TEST_SECRET
+            config["BACKUP_DIR"] = str(tmp_path_factory.mktemp("backups"))  # production needs it
+        config.update(settings)
         app = create_app(config)
         apps.append(app)
         if "keys" not in app.cli.commands:  # until register_cli adds the group

@@ -241,9 +241,8 @@ def test_unmarked_responses_keep_their_own_caching(client: FlaskClient) -> None:
 
 
 def test_hsts_is_production_only_by_default() -> None:
-    assert load_config({"APP_ENV": "production", "SECRET_KEY": "x" * 40, "DATABASE_URL": "x"})[
-        "HSTS_ENABLED"
-    ]
+    production = {"SECRET_KEY": "x" * 40, "DATABASE_URL": "x", "BACKUP_DIR": "x"}
+    assert load_config({"APP_ENV": "production", **production})["HSTS_ENABLED"]
     for env in ("development", "testing"):
         assert not load_config({"APP_ENV": env})["HSTS_ENABLED"]
     response = make_app("testing").test_client().get("/health/live", base_url=HTTPS)
