@@ -22,10 +22,13 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import OperationalError
 
 from app import create_app
+from app.auth.authentication import authenticate_access_token
+from app.auth.principal import set_current_principal
 from app.config import ConfigError
 from app.db.replicas import Replica, ReplicaUnusable
 from app.db.shards import note_write, shard_session
 from app.tasks import task_service
+from tests.auth import BearerClient, add_member, add_user
 from tests.conftest import make_app
 from tests.pg_replica import Pair, pair_fixture, psql, wait_for_replay
 
@@ -210,14 +213,18 @@ def migrated(pg_pair: Pair) -> Pair:
 
 @pytest.fixture
 def make_replica_app(migrated: Pair) -> Iterator[Callable[[float], Flask]]:
-    """Apps reading from the pair's replica, with a given REPLICA_MAX_LAG_SECONDS."""
+    """Apps reading from the pair's replica, with a given REPLICA_MAX_LAG_SECONDS. Their test
+    clients send the token of a user of their own (the pair's databases outlive each app)."""
     apps: list[Flask] = []
 
     def make(max_lag: float) -> Flask:
         config = {"APP_ENV": "testing", "DATABASE_URL": migrated.primary_url}
         config |= {"REPLICA_URLS": f"main={migrated.replica_url}"}
-        apps.append(create_app(config | {"REPLICA_MAX_LAG_SECONDS": max_lag}))
-        return apps[-1]
+        app = create_app(config | {"REPLICA_MAX_LAG_SECONDS": max_lag})
+        apps.append(app)
+        app.test_client_class = BearerClient
+        app.extensions["test_owner"] = add_user(app, f"owner-{uuid.uuid4().hex}@example.com")
+        return app
 
     yield make
     for app in apps:
@@ -277,12 +284,45 @@ def test_a_request_that_wrote_reads_its_write_back_from_the_primary(
     workspace_id = uuid.UUID(client.post("/api/v2/workspaces", json={"name": "ryw"}).json["id"])
     wait_for_replay(migrated)
     psql(migrated, "replica", "SELECT pg_wal_replay_pause()")  # the replica falls behind
-    with replica_app.test_request_context():
+    owner = replica_app.extensions["test_owner"]
+    with replica_app.test_request_context(headers=owner.headers):
+        set_current_principal(authenticate_access_token(owner.token))  # as the hook does
         service = task_service(workspace_id)
         created = service.create({"title": "mine"})
         # The same service, and a new one in the same request: both see the write.
         assert service.get(created.id) == created
         assert task_service(workspace_id).get(created.id) == created
+
+
+@pytest.mark.replica
+def test_who_may_read_is_decided_on_the_primary_while_reads_go_to_the_replica(
+    replica_app: Flask, migrated: Pair
+) -> None:
+    """A replica a few seconds behind is fine for tasks, never for access: a member removed a
+    moment ago is refused at once, though the replica still holds the membership."""
+    client = replica_app.test_client()
+    workspace = client.post("/api/v2/workspaces", json={"name": "access"}).json
+    tasks = f"/api/v2/workspaces/{workspace['id']}/tasks"
+    assert client.post(tasks, json={"title": "t"}).status_code == 201
+    member = add_member(replica_app, workspace["id"], "member", f"m-{uuid.uuid4().hex}@example.com")
+    as_member = replica_app.test_client(token=member.token)
+    neighbour = add_user(replica_app, f"n-{uuid.uuid4().hex}@example.com")
+    as_neighbour = replica_app.test_client(token=neighbour.token)
+    wait_for_replay(migrated)
+    assert as_member.get(tasks).status_code == 200
+    assert as_neighbour.get(tasks).status_code == 404  # another tenant, replica or not
+    psql(migrated, "replica", "SELECT pg_wal_replay_pause()")  # the replica keeps the member
+    removed = client.delete(f"/api/v2/workspaces/{workspace['id']}/members/{member.id}")
+    assert removed.status_code == 204
+    refused = as_member.get(tasks)
+    assert refused.status_code == 404
+    assert refused.json["type"] == "/problems/workspace-not-found"
+    # The owner's list still comes from the (paused, within the lag limit) replica.
+    on_replica = _statements_on(replica_app, "replica")
+    assert [t["title"] for t in client.get(tasks).json["items"]] == ["t"]
+    assert any("FROM tasks" in s for s in on_replica), "the list was read from the replica"
+    still = f"SELECT count(*) FROM memberships WHERE user_id = '{member.id}'"
+    assert psql(migrated, "replica", still).strip() == "1"  # the replica still lists the member
 
 
 @pytest.mark.replica
