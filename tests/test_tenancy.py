@@ -11,6 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
+from app.tasks.models import new_task_id
+from tests.auth import add_member
 from tests.test_errors import assert_problem
 
 WORKSPACES = "/api/v2/workspaces"
@@ -119,3 +121,51 @@ def test_every_statement_on_task_tables_is_scoped_to_a_workspace(any_app: Flask)
         if "workspace_id" not in s and not s.lstrip().upper().startswith("INSERT")
     ]
     assert not unscoped, unscoped
+
+
+# --- across users: a member of one workspace and another workspace ---------------------------
+
+ROLES = ["owner", "admin", "member", "viewer"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_member_of_another_workspace_finds_nothing_of_this_one(any_app: Flask, role: str) -> None:
+    """Whatever their role in their own workspace, on this one's URLs they get exactly what a
+    workspace that does not exist answers: not even whether it exists shows."""
+    owner = any_app.test_client()
+    mine = _workspace_on(owner, "shard-a")
+    theirs = _workspace_on(owner, "shard-b")
+    task = owner.post(f"{WORKSPACES}/{mine}/tasks", json={"title": "private"}).json
+    workspace_before = owner.get(f"{WORKSPACES}/{mine}").json
+    stranger = any_app.test_client(
+        token=add_member(any_app, theirs, role, f"{role}@elsewhere.example").token
+    )
+    assert [w["id"] for w in stranger.get(WORKSPACES).json["items"]] == [theirs]
+    missing = str(new_task_id())
+    for workspace, task_id in ((mine, task["id"]), (missing, task["id"])):
+        base = f"{WORKSPACES}/{workspace}"
+        answers = {
+            "workspace": stranger.get(base),
+            "rename": stranger.patch(base, json={"name": "mine now"}),
+            "delete workspace": stranger.delete(base),
+            "list": stranger.get(f"{base}/tasks"),
+            "create": stranger.post(f"{base}/tasks", json={"title": "planted"}),
+            "bulk": stranger.post(
+                f"{base}/tasks/bulk", json={"operations": [{"op": "delete", "id": task_id}]}
+            ),
+            "members": stranger.get(f"{base}/members"),
+            "audit": stranger.get(f"{base}/audit"),
+            "history": stranger.get(f"{base}/tasks/{task_id}/history"),
+            **{
+                operation: call(stranger, f"{base}/tasks/{task_id}")
+                for operation, call in OPERATIONS.items()
+            },
+        }
+        for name, response in answers.items():
+            assert response.status_code == 404, (workspace, name, response.status_code)
+            if name != "head":
+                body = assert_problem(response, 404)
+                assert body["type"] == "/problems/workspace-not-found", name
+    untouched = owner.get(f"{WORKSPACES}/{mine}/tasks").json
+    assert [t["title"] for t in untouched["items"]] == ["private"]
+    assert owner.get(f"{WORKSPACES}/{mine}").json == workspace_before
