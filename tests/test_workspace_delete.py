@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 import app.workspaces as workspaces_module
 import app.workspaces.service as service_module
+from tests.auth import add_member
 
 WORKSPACES = "/api/v2/workspaces"
 
@@ -37,13 +38,15 @@ def test_writes_during_a_delete_are_503_and_leave_nothing_behind(
 ) -> None:
     client = any_app.test_client()
     url, shard = _workspace_with_a_task(client)
+    # Another user of the workspace, who may write tasks and rename it.
+    admin = add_member(any_app, url.rsplit("/", 1)[1], "admin", "admin@example.com")
     seen: dict[str, Any] = {}
     real = workspaces_module.shard_session
 
     def meanwhile(name: str, **kwargs: Any) -> Any:
         # Between the "deleting" mark and the shard's part: what other clients would get now.
         if not seen:
-            other = any_app.test_client()
+            other = any_app.test_client(token=admin.token)
             seen["create"] = other.post(f"{url}/tasks", json={"title": "late"})
             seen["rename"] = other.patch(url, json={"name": "renamed"})
             seen["state"] = other.get(url).json["state"]
@@ -84,3 +87,41 @@ def test_a_failed_delete_puts_the_workspace_back(
     assert client.get(f"{url}/tasks").json["total"] == 1
     assert _rows_on(any_app, shard, url) == 1
     assert client.delete(url).status_code == 204  # and a second try finishes the job
+
+
+def _memberships_of(app: Flask, workspace_url: str) -> int:
+    workspace_id = workspace_url.rsplit("/", 1)[1].replace("-", "")
+    with app.extensions["shards"].control.connect() as connection:
+        rows = connection.execute(text("SELECT workspace_id FROM memberships")).scalars()
+        return sum(1 for value in rows if str(value).replace("-", "") == workspace_id)
+
+
+def test_only_an_owner_deletes_and_the_memberships_go_with_the_workspace(any_app: Flask) -> None:
+    client = any_app.test_client()
+    url, shard = _workspace_with_a_task(client)
+    workspace_id = url.rsplit("/", 1)[1]
+    members = {
+        role: any_app.test_client(
+            token=add_member(any_app, workspace_id, role, f"{role}@example.com").token
+        )
+        for role in ("admin", "member", "viewer")
+    }
+    elsewhere = client.post(WORKSPACES, json={"name": "elsewhere"}).json["id"]
+    stranger = add_member(any_app, elsewhere, "owner", "stranger@example.com")
+    for role, member in members.items():
+        refused = member.delete(url)
+        assert refused.status_code == 403, role
+        assert refused.json["type"] == "/problems/permission-denied"
+    hidden = any_app.test_client(token=stranger.token).delete(url)
+    assert hidden.status_code == 404
+    assert hidden.json["type"] == "/problems/workspace-not-found"
+    assert client.get(url).json["state"] == "active"  # nothing was even marked
+    assert client.get(f"{url}/tasks").json["total"] == 1
+    assert _memberships_of(any_app, url) == 4
+
+    assert client.delete(url).status_code == 204
+    assert _memberships_of(any_app, url) == 0
+    assert _rows_on(any_app, shard, url) == 0
+    for member in members.values():
+        assert member.get(url).status_code == 404
+        assert member.get(WORKSPACES).json["items"] == []
