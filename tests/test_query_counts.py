@@ -16,6 +16,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
+from tests.auth import add_member
 from tests.conftest import make_app
 from tests.databases import POSTGRES_ADMIN_URL
 from tests.query_plans import analyze, list_plans, on_tasks, recorded_statements, seed_postgres
@@ -112,6 +113,35 @@ def test_getting_one_task_costs_the_same_with_or_without_tags(
         assert len(on_tasks(with_tags)) == TASK_READS
     finally:
         client.delete(f"{tasks}/{bare}")
+
+
+_TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+@pytest.mark.parametrize("role", ["owner", "viewer"])
+def test_who_the_caller_is_and_may_do_costs_two_statements_whatever_the_role(
+    tagged_app: tuple[Flask, str], role: str
+) -> None:
+    """On the control database per request: the token's session (revoked?) and the directory
+    entry with the caller's role in one join; the rest is the shard's. (With REDIS_URL the
+    session check goes to Redis instead.)"""
+    app, tasks = tagged_app
+    workspace_id = tasks.split("/")[-2]
+    user = app.extensions["test_owner"]
+    if role != "owner":
+        user = add_member(app, workspace_id, role, f"{role}-{uuid.uuid4().hex[:8]}@example.com")
+    client = app.test_client(token=user.token)
+    control = app.extensions["shards"].control
+    task_id = client.get(f"{tasks}?per_page=1").json["items"][0]["id"]
+    for url in (f"{tasks}?per_page=100", f"{tasks}/{task_id}"):
+        with recorded_statements(control) as statements:
+            assert client.get(url).status_code == 200
+        work = [s for s, _ in statements if not s.lstrip().upper().startswith(_TRANSACTION_CONTROL)]
+        assert len(work) == 2, work
+        session_check, access = work
+        assert "auth_sessions" in session_check
+        assert "workspaces" in access
+        assert "memberships" in access
 
 
 # --- PostgreSQL plans --------------------------------------------------------------------------
