@@ -1,4 +1,6 @@
-"""The admin backup API and workspace export/import, end to end on the configured databases.
+"""The backup API and workspace import (platform administrators only) and workspace export (the
+workspace's owners), end to end on the configured databases. Unless a test says otherwise the
+client is a platform administrator's, who owns the workspaces it creates.
 
 Run on SQLite by default and on PostgreSQL with TEST_DATABASE_URL: the restore tests then go
 through pg_dump and pg_restore against real servers.
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, event, func, select, text, update
 
 from app.audit.models import AuditEventRow
 from app.backups import backup_service, engines
@@ -28,26 +30,44 @@ from app.backups.service import COPY_ATTEMPTS, Backup
 from app.config import ConfigError, load_config
 from app.tasks.models import TaskRow, TaskTagRow
 from app.workspaces import moves
-from app.workspaces.models import WorkspaceRow
+from app.workspaces.models import DEFAULT_WORKSPACE_ID, WorkspaceRow
 from app.workspaces.moves import move_workspace, shard_tables
+from tests.auth import TestUser as User  # aliased: pytest collects Test* names
+from tests.auth import add_user
 from tests.conftest import PRODUCTION_TEST_SECRET, make_app
 
-TOKEN = "admin-token-for-tests-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BACKUPS = "/api/v2/admin/backups"
 IMPORT = "/api/v2/admin/workspaces/import"
 WORKSPACES = "/api/v2/workspaces"
 GZIP = {"Content-Type": "application/gzip"}
+REALM = 'Bearer realm="task-management-api"'
+
+
+def add_platform_admin(app: Flask, email: str = "root@example.com") -> User:
+    """A platform administrator (``flask users create-admin``), member of no workspace."""
+    return add_user(app, email, platform_admin=True)
+
+
+def admin_client(app: Flask) -> FlaskClient:
+    """A client acting as a new platform administrator: the admin surface is theirs."""
+    return app.test_client(token=add_platform_admin(app).token)
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
-    return make_app("testing", ADMIN_TOKEN=TOKEN, BACKUP_DIR=str(tmp_path / "backups"))
+    return make_app("testing", BACKUP_DIR=str(tmp_path / "backups"))
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def platform_admin(app: Flask) -> User:
+    return add_platform_admin(app)
+
+
+@pytest.fixture
+def client(app: Flask, platform_admin: User) -> FlaskClient:
+    """The platform administrator's client. The workspaces it creates are its own (their
+    owner), so the same client reads, changes and exports them."""
+    return app.test_client(token=platform_admin.token)
 
 
 def workspace_with_tasks(client: FlaskClient, name: str = "w", count: int = 2) -> dict[str, Any]:
@@ -73,14 +93,14 @@ def all_rows(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
     with app.app_context():
         for name, engine in app.extensions["shards"].all_engines().items():
             with engine.connect() as connection:
-                for table in ("workspaces", "tasks", "task_tags"):
+                for table in ("workspaces", "tasks", "task_tags", "memberships"):
                     rows = connection.execute(text(f"SELECT * FROM {table}")).all()
                     found[f"{name}/{table}"] = sorted(tuple(map(str, row)) for row in rows)
     return found
 
 
 def create_backup(client: FlaskClient) -> dict[str, Any]:
-    response = client.post(BACKUPS, headers=AUTH)
+    response = client.post(BACKUPS)
     assert response.status_code == 201, response.json
     return response.json
 
@@ -94,7 +114,7 @@ def change_everything(client: FlaskClient, workspace: dict[str, Any]) -> None:
     workspace_with_tasks(client, "another", 1)
 
 
-# --- admin gate ----------------------------------------------------------------------------
+# --- the platform admin gate (tests/test_admin.py has every method and spelling) ---------------
 
 
 ADMIN_OPERATIONS = [
@@ -104,52 +124,72 @@ ADMIN_OPERATIONS = [
     ("delete", f"{BACKUPS}/{uuid.uuid4()}"),
     ("get", f"{BACKUPS}/{uuid.uuid4()}/download"),
     ("post", f"{BACKUPS}/{uuid.uuid4()}/restore"),
-    ("get", f"{WORKSPACES}/{uuid.uuid4()}/export"),
     ("post", IMPORT),
 ]
 
 
-@pytest.mark.parametrize(("method", "url"), ADMIN_OPERATIONS)
 @pytest.mark.parametrize("env", ["testing", "production"])
-def test_without_admin_token_the_admin_endpoints_do_not_exist(
-    env: str, method: str, url: str, tmp_path: Path
+def test_to_anyone_but_a_platform_admin_the_admin_endpoints_do_not_exist(
+    env: str, tmp_path: Path
 ) -> None:
-    client = make_app(env, BACKUP_DIR=str(tmp_path)).test_client()
-    for headers in ({}, AUTH):
-        response = client.open(url + "?unknown=1", method=method.upper(), headers=headers)
-        assert response.status_code == 404
-        # Exactly what an unknown URL answers: nothing tells the admin surface is there.
-        unknown = client.open("/api/v2/nothing-here", method=method.upper())
-        assert response.json["title"] == unknown.json["title"]
-        assert response.json["detail"] == unknown.json["detail"]
+    app = make_app(env, BACKUP_DIR=str(tmp_path))
+    not_platform_admins = {
+        "the default workspace's owner": app.extensions["test_owner"],
+        "a workspace admin": add_user(app, "ws-admin@example.com", role="admin"),
+        "a member of nothing": add_user(app, "nobody@example.com"),
+    }
+    client = app.test_client(token="")
+    archive = export(app.test_client(), str(DEFAULT_WORKSPACE_ID))  # the owner may export
+    before = all_rows(app)
+    for who, user in not_platform_admins.items():
+        for method, url in ADMIN_OPERATIONS:
+            headers = {**user.headers, **GZIP}  # an import's body, for the import
+            response = client.open(
+                url + "?unknown=1", method=method.upper(), headers=headers, data=archive
+            )
+            assert response.status_code == 404, (who, method, url)
+            # Exactly what an unknown URL answers: nothing tells the admin surface is there.
+            unknown = client.open("/api/v2/nothing-here", method=method.upper())
+            assert response.json["type"] == unknown.json["type"] == "about:blank"
+            assert response.json["title"] == unknown.json["title"]
+            assert response.json["detail"] == unknown.json["detail"]
     assert not list(tmp_path.iterdir()), "nothing was written"
+    assert all_rows(app) == before, "nothing was imported"
 
 
 @pytest.mark.parametrize(("method", "url"), ADMIN_OPERATIONS)
 def test_a_missing_or_wrong_token_is_a_401_with_a_bearer_challenge(
-    client: FlaskClient, method: str, url: str
+    app: Flask, platform_admin: User, method: str, url: str
 ) -> None:
+    token = platform_admin.token
     attempts = {
-        None: 'Bearer realm="admin"',
-        f"Basic {TOKEN}": 'Bearer realm="admin"',
-        "Bearer": 'Bearer realm="admin"',
-        f"Bearer {TOKEN}x": 'Bearer realm="admin", error="invalid_token"',
-        f"Bearer {TOKEN[:-1]}": 'Bearer realm="admin", error="invalid_token"',
-        "Bearer é-non-ascii": 'Bearer realm="admin", error="invalid_token"',
+        None: REALM,
+        f"Basic {token}": REALM,
+        "Bearer": REALM,
+        f"Bearer {token}x": f'{REALM}, error="invalid_token"',
+        f"Bearer {token[:-1]}": f'{REALM}, error="invalid_token"',
+        f"Bearer {token[:40]}.{token[40:]}": f'{REALM}, error="invalid_token"',
+        "Bearer é-non-ascii": f'{REALM}, error="invalid_token"',
     }
+    anonymous = app.test_client(token="")
     for header, challenge in attempts.items():
         headers = {} if header is None else {"Authorization": header}
-        response = client.open(url + "?unknown=1", method=method.upper(), headers=headers)
+        response = anonymous.open(url + "?unknown=1", method=method.upper(), headers=headers)
         assert response.status_code == 401, header
-        assert response.headers["WWW-Authenticate"] == challenge
-        assert response.json["type"] == "/problems/admin-authentication-required"
+        found = response.headers["WWW-Authenticate"]
+        assert found == challenge or found.startswith(f"{challenge}, error_description=")
+        assert token[:-1] not in found  # the token is never echoed back
+        slug = "invalid-token" if "invalid_token" in challenge else "authentication-required"
+        assert response.json["type"] == f"/problems/{slug}"
 
 
-def test_the_right_token_opens_the_admin_surface(client: FlaskClient) -> None:
-    assert client.get(BACKUPS, headers=AUTH).status_code == 200
-    lower_case_scheme = {"Authorization": f"bearer {TOKEN}"}
+def test_a_platform_admin_opens_the_admin_surface(
+    client: FlaskClient, platform_admin: User
+) -> None:
+    assert client.get(BACKUPS).status_code == 200
+    lower_case_scheme = {"Authorization": f"bearer {platform_admin.token}"}
     assert client.get(BACKUPS, headers=lower_case_scheme).status_code == 200
-    assert client.get(BACKUPS + "?unknown=1", headers=AUTH).status_code == 400
+    assert client.get(BACKUPS + "?unknown=1").status_code == 400
 
 
 def production(**settings: Any) -> dict[str, Any]:
@@ -157,28 +197,33 @@ def production(**settings: Any) -> dict[str, Any]:
     return load_config({**base, **settings}, environ={})
 
 
-def test_production_refuses_a_short_admin_token_and_a_missing_backup_dir() -> None:
-    with pytest.raises(ConfigError, match="ADMIN_TOKEN is shorter than 32"):
-        production(ADMIN_TOKEN="x" * 31, BACKUP_DIR="/var/backups/taskapi")
+def test_production_needs_a_backup_dir_and_no_admin_token_is_read() -> None:
     with pytest.raises(ConfigError, match="BACKUP_DIR is not set"):
-        production(ADMIN_TOKEN=TOKEN)
-    assert production(ADMIN_TOKEN=TOKEN, BACKUP_DIR="/b")["ADMIN_TOKEN"] == TOKEN
-    assert production()["ADMIN_TOKEN"] is None  # no admin surface: nothing else is required
-    # Outside production a short token is allowed (local work).
-    assert load_config({"APP_ENV": "testing", "ADMIN_TOKEN": "short"}, environ={})
+        production()
+    assert production(BACKUP_DIR="/var/backups/taskapi")["BACKUP_DIR"] == "/var/backups/taskapi"
+    # Outside production the default directory (instance/backups) is fine for local work.
+    assert load_config({"APP_ENV": "testing"}, environ={})["BACKUP_DIR"] is None
+    # Chapter 3's shared token is gone: an environment that still sets it changes nothing.
+    old = {"APP_ENV": "testing", "ADMIN_TOKEN": "admin-token-for-tests-0123456789abcdef"}
+    assert "ADMIN_TOKEN" not in load_config(environ=old)
     with pytest.raises(ConfigError, match="BACKUP_KEEP must be at least 1"):
         load_config({"APP_ENV": "testing"}, environ={"BACKUP_KEEP": "0"})
 
 
-def test_the_spec_offers_the_token_to_swagger_ui(client: FlaskClient) -> None:
+def test_the_spec_offers_the_bearer_token_to_swagger_ui(client: FlaskClient) -> None:
     spec = client.get("/swagger.json").json
-    assert spec["securityDefinitions"]["admin_token"]["name"] == "Authorization"
+    scheme = spec["securityDefinitions"]["bearer"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
+    assert spec["security"] == [{"bearer": []}]  # every operation, unless it says otherwise
     for path, operations in spec["paths"].items():
+        if not path.startswith("/api/v2/admin/") and not path.endswith("/export"):
+            continue
         for method, operation in operations.items():
             if method == "parameters":
                 continue
-            admin = "/admin/" in path or path.endswith(("/export", "/audit/verify"))
-            assert (operation.get("security") == [{"admin_token": []}]) == admin, (method, path)
+            assert operation.get("security", spec["security"]) == [{"bearer": []}], path
+            expected = {"401", "403", "404"} if path.endswith("/export") else {"401", "404"}
+            assert expected <= set(operation["responses"]), (method, path)
 
 
 # --- backups -------------------------------------------------------------------------------
@@ -186,7 +231,7 @@ def test_the_spec_offers_the_token_to_swagger_ui(client: FlaskClient) -> None:
 
 def test_create_list_get_download_delete(app: Flask, client: FlaskClient) -> None:
     workspace_with_tasks(client)
-    created = client.post(BACKUPS, headers=AUTH)
+    created = client.post(BACKUPS)
     assert created.status_code == 201
     backup = created.json
     assert created.headers["Location"] == f"{BACKUPS}/{backup['id']}"
@@ -197,10 +242,10 @@ def test_create_list_get_download_delete(app: Flask, client: FlaskClient) -> Non
     assert backup["shards"] == ["shard-a", "shard-b"]
     assert backup["alembic_revision"]
 
-    assert client.get(BACKUPS, headers=AUTH).json == {"items": [backup]}
-    assert client.get(f"{BACKUPS}/{backup['id']}", headers=AUTH).json == backup
+    assert client.get(BACKUPS).json == {"items": [backup]}
+    assert client.get(f"{BACKUPS}/{backup['id']}").json == backup
 
-    with client.get(f"{BACKUPS}/{backup['id']}/download", headers=AUTH) as download:
+    with client.get(f"{BACKUPS}/{backup['id']}/download") as download:
         download.get_data()  # a streamed file: read it, then close the response
     assert download.status_code == 200
     assert download.content_type == "application/x-tar"
@@ -223,25 +268,25 @@ def test_create_list_get_download_delete(app: Flask, client: FlaskClient) -> Non
     directory = Path(app.config["BACKUP_DIR"])
     assert oct((directory / f"{backup['id']}.tar").stat().st_mode & 0o777) == "0o600"
 
-    assert client.delete(f"{BACKUPS}/{backup['id']}", headers=AUTH).status_code == 204
+    assert client.delete(f"{BACKUPS}/{backup['id']}").status_code == 204
     for method, suffix in [("get", ""), ("delete", ""), ("get", "/download"), ("post", "/restore")]:
-        response = client.open(f"{BACKUPS}/{backup['id']}{suffix}", method=method, headers=AUTH)
+        response = client.open(f"{BACKUPS}/{backup['id']}{suffix}", method=method)
         assert response.status_code == 404
         assert response.json["type"] == "/problems/backup-not-found"
-    assert client.get(BACKUPS, headers=AUTH).json == {"items": []}
+    assert client.get(BACKUPS).json == {"items": []}
     assert sorted(p.name for p in directory.iterdir()) == [".lock"]
 
 
 def test_a_malformed_backup_id_is_a_404(client: FlaskClient) -> None:
     for url in (f"{BACKUPS}/nope", f"{BACKUPS}/..%2F..%2Fetc/download"):
-        assert client.get(url, headers=AUTH).status_code == 404
+        assert client.get(url).status_code == 404
 
 
 def test_retention_keeps_the_newest(tmp_path: Path) -> None:
-    app = make_app("testing", ADMIN_TOKEN=TOKEN, BACKUP_DIR=str(tmp_path), BACKUP_KEEP=2)
-    client = app.test_client()
+    app = make_app("testing", BACKUP_DIR=str(tmp_path), BACKUP_KEEP=2)
+    client = admin_client(app)
     ids = [create_backup(client)["id"] for _ in range(3)]
-    listed = [item["id"] for item in client.get(BACKUPS, headers=AUTH).json["items"]]
+    listed = [item["id"] for item in client.get(BACKUPS).json["items"]]
     assert listed == [ids[2], ids[1]]
     assert not (tmp_path / f"{ids[0]}.tar").exists()
     assert not (tmp_path / f"{ids[0]}.json").exists()
@@ -256,11 +301,11 @@ def test_a_busy_backup_directory_answers_409(app: Flask, client: FlaskClient) ->
             ("delete", f"{BACKUPS}/{backup['id']}"),
             ("post", f"{BACKUPS}/{backup['id']}/restore"),
         ]:
-            response = client.open(url, method=method, headers=AUTH)
+            response = client.open(url, method=method)
             assert response.status_code == 409
             assert response.json["type"] == "/problems/backup-busy"
             assert response.headers["Retry-After"] == "30"
-    assert client.delete(f"{BACKUPS}/{backup['id']}", headers=AUTH).status_code == 204
+    assert client.delete(f"{BACKUPS}/{backup['id']}").status_code == 204
 
 
 def test_restore_brings_back_exactly_the_backed_up_data(app: Flask, client: FlaskClient) -> None:
@@ -271,7 +316,7 @@ def test_restore_brings_back_exactly_the_backed_up_data(app: Flask, client: Flas
     changed = all_rows(app)
     assert changed != before
 
-    restored = client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH)
+    restored = client.post(f"{BACKUPS}/{backup['id']}/restore")
     assert restored.status_code == 200, restored.json
     assert restored.json["restored"] == backup
     assert all_rows(app) == before
@@ -282,8 +327,28 @@ def test_restore_brings_back_exactly_the_backed_up_data(app: Flask, client: Flas
     # The safety backup holds the data as it was just before: restoring it undoes the restore.
     safety = restored.json["safety_backup"]
     assert safety["reason"] == "pre-restore"
-    assert client.post(f"{BACKUPS}/{safety['id']}/restore", headers=AUTH).status_code == 200
+    assert client.post(f"{BACKUPS}/{safety['id']}/restore").status_code == 200
     assert all_rows(app) == changed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="app bug: a restore rewinds auth_sessions, un-revoking sessions ended since the backup",
+)
+def test_a_restore_keeps_ended_sessions_ended(app: Flask, client: FlaskClient) -> None:
+    """Restoring rewinds the data, not the sign-outs: a token logged out (say, because it
+    leaked) after the backup was taken must not work again once the backup is restored."""
+    leaked = add_user(app, "leaked@example.com", role="member")
+    backup = create_backup(client)
+    holder = app.test_client(token=leaked.token)
+    assert holder.get(WORKSPACES).status_code == 200
+    assert holder.post("/api/v2/auth/logout").status_code == 204
+    assert holder.get(WORKSPACES).status_code == 401
+
+    assert client.post(f"{BACKUPS}/{backup['id']}/restore").status_code == 200
+    response = holder.get(WORKSPACES)
+    assert response.status_code == 401, "a logged-out token works again after the restore"
+    assert response.json["type"] == "/problems/invalid-token"
 
 
 def _rewrite(
@@ -386,12 +451,12 @@ def test_a_damaged_backup_is_refused_and_nothing_changes(
     live = all_rows(app)
     DAMAGE[damage](app, backup["id"])
 
-    response = client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH)
+    response = client.post(f"{BACKUPS}/{backup['id']}/restore")
     assert response.status_code == 422, response.json
     assert response.json["type"] == "/problems/backup-damaged"
     assert "Nothing was changed" in response.json["detail"]
     assert all_rows(app) == live
-    assert len(client.get(BACKUPS, headers=AUTH).json["items"]) == 1, "no safety backup either"
+    assert len(client.get(BACKUPS).json["items"]) == 1, "no safety backup either"
     assert not [p for p in Path(app.config["BACKUP_DIR"]).iterdir() if p.name.startswith(".r")]
 
 
@@ -441,7 +506,7 @@ def test_a_backup_for_another_deployment_is_a_409(
         )
         sidecar.write_text(json.dumps(recorded))
 
-    response = client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH)
+    response = client.post(f"{BACKUPS}/{backup['id']}/restore")
     assert response.status_code == 409, response.json
     assert response.json["type"] == "/problems/backup-incompatible"
     assert all_rows(app) == live
@@ -450,40 +515,41 @@ def test_a_backup_for_another_deployment_is_a_409(
 def test_damaged_metadata_hides_the_backup(app: Flask, client: FlaskClient) -> None:
     backup = create_backup(client)
     (Path(app.config["BACKUP_DIR"]) / f"{backup['id']}.json").write_text("{broken")
-    assert client.get(BACKUPS, headers=AUTH).json == {"items": []}
-    assert client.get(f"{BACKUPS}/{backup['id']}", headers=AUTH).status_code == 404
+    assert client.get(BACKUPS).json == {"items": []}
+    assert client.get(f"{BACKUPS}/{backup['id']}").status_code == 404
 
 
-def test_admin_actions_are_audited(app: Flask, client: FlaskClient) -> None:
+def test_admin_actions_are_audited_with_the_acting_user(
+    app: Flask, client: FlaskClient, platform_admin: User
+) -> None:
+    actor = f"user:{platform_admin.id}"
     workspace = workspace_with_tasks(client)
     backup = create_backup(client)
-    assert (
-        client.delete(f"{BACKUPS}/{create_backup(client)['id']}", headers=AUTH).status_code == 204
-    )
+    assert client.delete(f"{BACKUPS}/{create_backup(client)['id']}").status_code == 204
     archive = export(client, workspace["id"])
-    imported = client.post(IMPORT, data=archive, headers={**AUTH, **GZIP}).json
+    imported = client.post(IMPORT, data=archive, headers=GZIP).json
     with app.app_context(), app.extensions["shards"].control.connect() as connection:
         events = connection.execute(
             text("SELECT action, actor, entity_id FROM audit_events ORDER BY id")
         ).all()
     admin_events = [
-        (a, actor, e) for a, actor, e in events if not a.startswith(("task.", "workspace.c"))
+        (a, who, e) for a, who, e in events if not a.startswith(("task.", "workspace.c"))
     ]
-    assert [(a, actor) for a, actor, _ in admin_events] == [
-        ("backup.created", "admin"),
-        ("backup.created", "admin"),
-        ("backup.deleted", "admin"),
-        ("workspace.exported", "admin"),
-        ("workspace.imported", "admin"),
+    assert [(a, who) for a, who, _ in admin_events] == [
+        ("backup.created", actor),
+        ("backup.created", actor),
+        ("backup.deleted", actor),
+        ("workspace.exported", actor),
+        ("workspace.imported", actor),
     ]
     assert admin_events[0][2] == backup["id"]
     assert admin_events[-1][2] == imported["workspace"]["id"]
-    assert client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH).status_code == 200
+    assert client.post(f"{BACKUPS}/{backup['id']}/restore").status_code == 200
     with app.app_context(), app.extensions["shards"].control.connect() as connection:
         last = connection.execute(
-            text("SELECT action, entity_id FROM audit_events ORDER BY id DESC LIMIT 1")
+            text("SELECT action, actor, entity_id FROM audit_events ORDER BY id DESC LIMIT 1")
         ).one()
-    assert tuple(last) == ("backup.restored", backup["id"])
+    assert tuple(last) == ("backup.restored", actor, backup["id"])
 
 
 def test_the_service_runs_without_a_request(app: Flask) -> None:
@@ -594,7 +660,7 @@ def test_a_backup_taken_mid_move_restores_the_workspace_active_where_its_data_is
     first = tasks_of(client, workspace["id"])[0]["id"]
     assert client.delete(f"{WORKSPACES}/{workspace['id']}/tasks/{first}").status_code == 204
 
-    restored = client.post(f"{BACKUPS}/{taken[0].id}/restore", headers=AUTH)
+    restored = client.post(f"{BACKUPS}/{taken[0].id}/restore")
     assert restored.status_code == 200, restored.json
     home = source if MID_MOVE[moment] == "source" else target
     assert entry_of(app, workspace["id"])[:2] == (home, "active")
@@ -629,7 +695,7 @@ def test_a_backup_taken_mid_delete_restores_the_workspace_active(
     backup = create_backup(client)
     version = entry_of(app, workspace["id"])[2]
 
-    restored = client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH)
+    restored = client.post(f"{BACKUPS}/{backup['id']}/restore")
     assert restored.status_code == 200, restored.json
     shard, state, new_version = entry_of(app, workspace["id"])
     assert state == "active"
@@ -641,11 +707,44 @@ def test_a_backup_taken_mid_delete_restores_the_workspace_active(
     assert client.delete(f"{WORKSPACES}/{workspace['id']}").status_code == 204  # can finish
 
 
+# On SQLite the admin checks' read of the control database (the session's BEGIN) is still open
+# while the backup copies: its shared lock makes every other writer there (a workspace move, a
+# login) wait, then fail with "database is locked". PostgreSQL reads in autocommit: no lock.
+_LOCKED_OUT = (
+    "app bug: on SQLite the request's read transaction on the control database (opened by the "
+    "authentication and platform admin checks) stays open while the backup copies, so a move "
+    "cannot commit (database is locked)"
+)
+
+
+def moves_must_not_be_locked_out(request: pytest.FixtureRequest, app: Flask) -> None:
+    """Mark the test as the known SQLite bug (strict: it must fail until fixed), and make a
+    lock wait fail in 0.2 s instead of the configured 10."""
+    control = app.extensions["shards"].control
+    if control.dialect.name != "sqlite":
+        return
+    request.applymarker(pytest.mark.xfail(reason=_LOCKED_OUT, strict=True))
+
+    @event.listens_for(control, "connect")
+    def _short_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=200")
+
+    control.dispose()  # pooled connections have the long timeout
+
+
+@pytest.mark.parametrize("via", ["request", "job"])
 def test_a_move_while_the_databases_are_copied_makes_the_backup_copy_again(
-    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    app: Flask,
+    client: FlaskClient,
+    monkeypatch: pytest.MonkeyPatch,
+    via: str,
 ) -> None:
     """The directory is copied first: a move switching before its shard is copied would leave
-    the restored directory naming a shard whose copy no longer holds the workspace."""
+    the restored directory naming a shard whose copy no longer holds the workspace. Through the
+    API, and as a chapter 6 job will call the service (no request)."""
+    if via == "request":
+        moves_must_not_be_locked_out(request, app)
     workspace = workspace_with_tasks(client, "moved", 3)
     titles = sorted(t["title"] for t in tasks_of(client, workspace["id"]))
     registry = app.extensions["shards"]
@@ -661,19 +760,27 @@ def test_a_move_while_the_databases_are_copied_makes_the_backup_copy_again(
             moved.append(workspace["id"])
 
     monkeypatch.setattr(engines, "dump", dump_then_move)
-    backup = create_backup(client)
+    if via == "request":
+        backup_id = create_backup(client)["id"]
+    else:
+        with app.app_context():
+            backup_id = str(backup_service().create().id)
     monkeypatch.undo()
     assert moved
     for task in tasks_of(client, workspace["id"]):
         client.delete(f"{WORKSPACES}/{workspace['id']}/tasks/{task['id']}")
 
-    assert client.post(f"{BACKUPS}/{backup['id']}/restore", headers=AUTH).status_code == 200
+    assert client.post(f"{BACKUPS}/{backup_id}/restore").status_code == 200
     assert_serves_it_again(client, workspace["id"], other_shard(workspace["shard"]), titles)
 
 
 def test_a_backup_refuses_when_workspaces_keep_moving(
-    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    app: Flask,
+    client: FlaskClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    moves_must_not_be_locked_out(request, app)
     workspace = workspace_with_tasks(client, "restless", 1)
     registry = app.extensions["shards"]
     dump = engines.dump
@@ -687,13 +794,13 @@ def test_a_backup_refuses_when_workspaces_keep_moving(
             attempts.append(shard)
 
     monkeypatch.setattr(engines, "dump", dump_then_move)
-    response = client.post(BACKUPS, headers=AUTH)
+    response = client.post(BACKUPS)
     assert response.status_code == 409, response.json
     assert response.json["type"] == "/problems/backup-busy"
     assert "moved between shards" in response.json["detail"]
     assert response.headers["Retry-After"] == "30"
     assert len(attempts) == COPY_ATTEMPTS
-    assert client.get(BACKUPS, headers=AUTH).json == {"items": []}
+    assert client.get(BACKUPS).json == {"items": []}
     assert sorted(p.name for p in Path(app.config["BACKUP_DIR"]).iterdir()) == [".lock"]
 
 
@@ -701,7 +808,7 @@ def test_a_backup_refuses_when_workspaces_keep_moving(
 
 
 def export(client: FlaskClient, workspace_id: str) -> bytes:
-    with client.get(f"{WORKSPACES}/{workspace_id}/export", headers=AUTH) as response:
+    with client.get(f"{WORKSPACES}/{workspace_id}/export") as response:
         response.get_data()  # a streamed file: read it, then close the response
     assert response.status_code == 200
     assert response.content_type == "application/gzip"
@@ -730,9 +837,9 @@ def test_export_then_import_makes_a_new_workspace_with_the_same_tasks(
     assert manifest["files"]["tasks.jsonl"]["sha256"] == hashlib.sha256(lines).hexdigest()
     assert len(lines.splitlines()) == 3
 
-    first = client.post(IMPORT, data=archive, headers={**AUTH, **GZIP})
+    first = client.post(IMPORT, data=archive, headers=GZIP)
     assert first.status_code == 201, first.json
-    second = client.post(IMPORT + "?name=Second copy", data=archive, headers={**AUTH, **GZIP})
+    second = client.post(IMPORT + "?name=Second copy", data=archive, headers=GZIP)
     assert second.status_code == 201
     assert first.json["tasks"] == 3
     assert first.json["source_workspace_id"] == source["id"]
@@ -769,18 +876,15 @@ def test_import_accepts_a_multipart_upload(client: FlaskClient) -> None:
     response = client.post(
         IMPORT,
         data={"archive": (io.BytesIO(archive), "export.tar.gz")},
-        headers=AUTH,
         content_type="multipart/form-data",
     )
     assert response.status_code == 201, response.json
-    missing = client.post(
-        IMPORT, data={"other": "x"}, headers=AUTH, content_type="multipart/form-data"
-    )
+    missing = client.post(IMPORT, data={"other": "x"}, content_type="multipart/form-data")
     assert missing.status_code == 400
 
 
 def test_export_of_an_unknown_workspace_is_a_404(client: FlaskClient) -> None:
-    response = client.get(f"{WORKSPACES}/{uuid.uuid4()}/export", headers=AUTH)
+    response = client.get(f"{WORKSPACES}/{uuid.uuid4()}/export")
     assert response.status_code == 404
     assert response.json["type"] == "/problems/workspace-not-found"
 
@@ -857,11 +961,9 @@ BAD_ARCHIVES = {
 def test_a_bad_archive_imports_nothing(app: Flask, client: FlaskClient, bad: str) -> None:
     manifest, lines = _valid_parts(client)
     whole = _archive(manifest, lines)
-    assert client.post(IMPORT, data=whole, headers={**AUTH, **GZIP}).status_code == 201
+    assert client.post(IMPORT, data=whole, headers=GZIP).status_code == 201
     before = all_rows(app)
-    response = client.post(
-        IMPORT, data=BAD_ARCHIVES[bad](manifest, lines, whole), headers={**AUTH, **GZIP}
-    )
+    response = client.post(IMPORT, data=BAD_ARCHIVES[bad](manifest, lines, whole), headers=GZIP)
     assert response.status_code == 422, response.json
     assert response.json["type"] in {
         "/problems/workspace-archive-invalid",
@@ -873,7 +975,7 @@ def test_a_bad_archive_imports_nothing(app: Flask, client: FlaskClient, bad: str
 def test_an_invalid_task_is_pointed_at(client: FlaskClient) -> None:
     manifest, lines = _valid_parts(client)
     archive = _resigned(manifest, _bad_line(lines, title="", tags=["ok", "NOT OK!"]))
-    response = client.post(IMPORT, data=archive, headers={**AUTH, **GZIP})
+    response = client.post(IMPORT, data=archive, headers=GZIP)
     assert response.status_code == 422
     pointers = {error["pointer"] for error in response.json["errors"]}
     assert "#/tasks/0/title" in pointers
@@ -881,15 +983,15 @@ def test_an_invalid_task_is_pointed_at(client: FlaskClient) -> None:
 
 def test_size_limits_compressed_and_decompressed(tmp_path: Path) -> None:
     limit = 64 * 1024
-    app = make_app("testing", ADMIN_TOKEN=TOKEN, BACKUP_DIR=str(tmp_path))
+    app = make_app("testing", BACKUP_DIR=str(tmp_path))
     app.config["WORKSPACE_IMPORT_MAX_BYTES"] = limit
-    client = app.test_client()
+    client = admin_client(app)
     before = all_rows(app)
-    too_big = client.post(IMPORT, data=b"\0" * (limit + 1), headers={**AUTH, **GZIP})
+    too_big = client.post(IMPORT, data=b"\0" * (limit + 1), headers=GZIP)
     assert too_big.status_code == 413
     bomb = gzip.compress(b"\0" * (limit * 50))  # a few hundred bytes that expand 50 times over
     assert len(bomb) < limit
-    response = client.post(IMPORT, data=bomb, headers={**AUTH, **GZIP})
+    response = client.post(IMPORT, data=bomb, headers=GZIP)
     assert response.status_code == 422
     assert "decompressed" in response.json["detail"]
     assert all_rows(app) == before
@@ -898,5 +1000,5 @@ def test_size_limits_compressed_and_decompressed(tmp_path: Path) -> None:
 
 
 def test_import_of_the_wrong_media_type_is_a_415(client: FlaskClient) -> None:
-    response = client.post(IMPORT, data=b"{}", headers={**AUTH, "Content-Type": "application/json"})
+    response = client.post(IMPORT, data=b"{}", content_type="application/json")
     assert response.status_code == 415

@@ -1,4 +1,5 @@
-"""Workspace import: strict validation of hostile archives, and writes that are all or nothing.
+"""Workspace import: strict validation of hostile archives, writes that are all or nothing, and
+the importing platform administrator as the new workspace's owner; export for owners only.
 
 Run on SQLite by default and on PostgreSQL with TEST_DATABASE_URL.
 """
@@ -25,19 +26,22 @@ from sqlalchemy.orm import Session
 
 from app import backups as backups_package
 from app.audit.models import AuditEventRow
+from app.auth.models import MembershipRow
 from app.backups import workspace_archive
 from app.workspaces.models import DEFAULT_WORKSPACE_ID
+from tests.auth import TestUser as User  # aliased: pytest collects Test* names
+from tests.auth import add_user
 from tests.conftest import make_app
 from tests.test_backups import (
-    AUTH,
     GZIP,
     IMPORT,
-    TOKEN,
     WORKSPACES,
     _archive,
     _bad_line,
     _resigned,
     _valid_parts,
+    add_platform_admin,
+    admin_client,
     all_rows,
     export,
     tasks_of,
@@ -47,12 +51,18 @@ from tests.test_backups import (
 
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
-    return make_app("testing", ADMIN_TOKEN=TOKEN, BACKUP_DIR=str(tmp_path / "backups"))
+    return make_app("testing", BACKUP_DIR=str(tmp_path / "backups"))
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def platform_admin(app: Flask) -> User:
+    return add_platform_admin(app)
+
+
+@pytest.fixture
+def client(app: Flask, platform_admin: User) -> FlaskClient:
+    """The platform administrator's client; it owns the workspaces it creates or imports."""
+    return app.test_client(token=platform_admin.token)
 
 
 @pytest.fixture
@@ -62,7 +72,7 @@ def parts(client: FlaskClient) -> tuple[dict[str, Any], bytes]:
 
 
 def post(client: FlaskClient, archive: bytes, query: str = "") -> Any:
-    return client.post(IMPORT + query, data=archive, headers={**AUTH, **GZIP})
+    return client.post(IMPORT + query, data=archive, headers=GZIP)
 
 
 def assert_refused(response: Any, status: int, **error: str) -> None:
@@ -331,8 +341,8 @@ def test_an_import_whose_audit_event_fails_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: str, action: str
 ) -> None:
     settings = {"SHARD_URLS": ""} if shards == "one database" else {}
-    app = make_app("testing", ADMIN_TOKEN=TOKEN, BACKUP_DIR=str(tmp_path), **settings)
-    client = app.test_client()
+    app = make_app("testing", BACKUP_DIR=str(tmp_path), **settings)
+    client = admin_client(app)
     archive = export(client, workspace_with_tasks(client)["id"])
     before, events = all_rows(app), counts(app)
     failing_event(action, monkeypatch)
@@ -347,7 +357,9 @@ def test_an_import_whose_audit_event_fails_leaves_nothing(
     assert len(tasks_of(client, imported.json["workspace"]["id"])) == 2
 
 
-def test_an_imported_workspace_has_its_events_with_its_entry(client: FlaskClient) -> None:
+def test_an_imported_workspace_has_its_events_with_its_entry(
+    client: FlaskClient, platform_admin: User
+) -> None:
     app = client.application
     archive = export(client, workspace_with_tasks(client)["id"])
     imported = post(client, archive)
@@ -360,8 +372,8 @@ def test_an_imported_workspace_has_its_events_with_its_entry(client: FlaskClient
             .order_by(AuditEventRow.sequence)
         ).all()
     assert [(action, actor) for action, actor, _ in events] == [
-        ("workspace.created", "admin"),
-        ("workspace.imported", "admin"),
+        ("workspace.created", f"user:{platform_admin.id}"),
+        ("workspace.imported", f"user:{platform_admin.id}"),
     ]
     assert events[0].changes["shard"]["after"] == imported.json["workspace"]["shard"]
     assert events[1].changes["tasks"] == {"before": None, "after": 2}
@@ -393,3 +405,89 @@ def test_a_directory_commit_that_happened_after_all_keeps_the_tasks(
     imported = {item["id"] for item in listed} - {str(DEFAULT_WORKSPACE_ID), source["id"]}
     assert len(imported) == 1, listed
     assert len(tasks_of(client, imported.pop())) == 2
+
+
+# --- who owns an import, who may export ---------------------------------------------------------
+
+
+def memberships_of(app: Flask, workspace_id: str) -> list[tuple[uuid.UUID, str]]:
+    with app.app_context(), app.extensions["shards"].control.connect() as connection:
+        rows = connection.execute(
+            select(MembershipRow.user_id, MembershipRow.role).where(
+                MembershipRow.workspace_id == uuid.UUID(workspace_id)
+            )
+        ).all()
+    return [(row.user_id, row.role) for row in rows]
+
+
+def test_the_importing_platform_admin_owns_the_imported_workspace(
+    app: Flask, client: FlaskClient, platform_admin: User
+) -> None:
+    """The default workspace's owner exports it; a platform administrator, member of nothing,
+    imports it: the new workspace is the importer's alone, as one they had created."""
+    owner = app.test_client()  # the default workspace's owner
+    added = owner.post(f"{WORKSPACES}/{DEFAULT_WORKSPACE_ID}/tasks", json={"title": "t"})
+    assert added.status_code == 201
+    archive = export(owner, str(DEFAULT_WORKSPACE_ID))
+    assert client.get(f"{WORKSPACES}/{DEFAULT_WORKSPACE_ID}").status_code == 404  # not theirs
+
+    imported = post(client, archive)
+    assert imported.status_code == 201, imported.json
+    new_id = imported.json["workspace"]["id"]
+    assert memberships_of(app, new_id) == [(platform_admin.id, "owner")]
+    # As its owner: it is listed, it reads, it writes, it exports (owners only).
+    assert [w["id"] for w in client.get(WORKSPACES).json["items"]] == [new_id]
+    assert client.get(imported.headers["Location"]).status_code == 200
+    assert [t["title"] for t in tasks_of(client, new_id)] == ["t"]
+    created = client.post(f"{WORKSPACES}/{new_id}/tasks", json={"title": "after import"})
+    assert created.status_code == 201
+    assert tasks_of(client, new_id)[0]["title"] == "after import"
+    export(client, new_id)
+    # The source's owner got nothing from the import: the copy is not theirs.
+    assert owner.get(f"{WORKSPACES}/{new_id}").status_code == 404
+    assert new_id not in {w["id"] for w in owner.get(WORKSPACES).json["items"]}
+
+
+def exported_events(app: Flask, workspace_id: str) -> int:
+    with app.app_context(), app.extensions["shards"].control.connect() as connection:
+        return connection.scalar(
+            select(func.count())
+            .select_from(AuditEventRow)
+            .where(
+                AuditEventRow.action == "workspace.exported",
+                AuditEventRow.workspace_id == uuid.UUID(workspace_id),
+            )
+        )
+
+
+def test_export_is_for_the_workspace_owners_only(app: Flask, client: FlaskClient) -> None:
+    workspace = workspace_with_tasks(client, "private")  # the platform admin owns it
+    url = f"{WORKSPACES}/{workspace['id']}/export"
+    for role in ("admin", "member", "viewer"):
+        member = add_user(
+            app, f"{role}@example.com", role=role, workspace_id=uuid.UUID(workspace["id"])
+        )
+        refused = app.test_client(token=member.token).get(url)
+        assert refused.status_code == 403, role
+        assert refused.content_type == "application/problem+json"
+        assert refused.json["type"] == "/problems/permission-denied"
+        assert "Content-Disposition" not in refused.headers
+    # Not a member: the workspace is not there (the default workspace's owner, another owner).
+    stranger = app.test_client()
+    refused = stranger.get(url)
+    unknown = stranger.get(f"{WORKSPACES}/{uuid.uuid4()}/export")
+    assert refused.status_code == unknown.status_code == 404
+    assert refused.json["type"] == unknown.json["type"] == "/problems/workspace-not-found"
+    assert refused.json["detail"] == unknown.json["detail"]
+    anonymous = app.test_client(token="").get(url)
+    assert anonymous.status_code == 401
+    assert anonymous.json["type"] == "/problems/authentication-required"
+    assert exported_events(app, workspace["id"]) == 0  # a refusal exports nothing
+
+    # A second owner may; a platform admin owes it to being the owner, not to being an admin.
+    co_owner = add_user(
+        app, "co-owner@example.com", role="owner", workspace_id=uuid.UUID(workspace["id"])
+    )
+    export(app.test_client(token=co_owner.token), workspace["id"])
+    export(client, workspace["id"])
+    assert exported_events(app, workspace["id"]) == 2
