@@ -757,11 +757,6 @@ def test_filters_select_events(client: FlaskClient) -> None:
     assert len(events(client, workspace, f"until={later.isoformat().replace('+', '%2B')}")) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/audit/schemas.py validates actor against [a-z][a-z0-9_.]{0,49} (chapter 3's "
-    "anonymous/admin/system): the subjects actors are now (user:<uuid>, key:<prefix>) get a 400",
-)
 def test_the_actor_filter_takes_the_actors_events_show(app: Flask, client: FlaskClient) -> None:
     workspace = new_workspace(client)
     tasks = f"{workspace}/tasks"
