@@ -226,8 +226,9 @@ def test_postgresql_reads_run_in_autocommit_and_writes_in_a_transaction() -> Non
         reads = list(modes)
     assert created.status_code == 201
     assert {"INSERT"} <= {verb for verb, _ in writes}
-    # The directory lookup before the write is a read; everything after it is the transaction.
-    assert writes[0] == ("SELECT", True), writes
-    assert not any(autocommit for _, autocommit in writes[1:]), writes
+    # The token's session check and the directory lookup (with the caller's role) before the
+    # write are reads; everything after them is the transaction.
+    assert writes[:2] == [("SELECT", True), ("SELECT", True)], writes
+    assert not any(autocommit for _, autocommit in writes[2:]), writes
     assert reads
     assert all(autocommit for _, autocommit in reads), reads
