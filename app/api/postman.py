@@ -8,11 +8,12 @@ and it is also a test suite (run by Newman: ``scripts/newman``):
   examples. Each request has a test script asserting the operation's documented success status,
   the Content-Type, the documented response headers and the members of the response model; a
   deprecated operation's also asserts the ``Deprecation`` header (RFC 9745).
-* Resources are chained: when ``POST /things`` answers 201 with an ``id`` and ``/things/{thing_id}``
-  exists, that is a chain, and ``thing_id`` a collection variable (initially the spec's example id)
-  that every request under ``/things/{thing_id}`` uses, nested paths included. The POST's script
-  stores the created id in it, so the requests after it work on what the run created; the DELETE
-  (which runs last in its folder) puts the example id back. Two chains with the same path
+* Resources are chained: when ``POST /things`` answers 201 with an ``id`` (or a member named like
+  the path parameter: ``user_id``) and ``/things/{thing_id}`` exists, that is a chain, and
+  ``thing_id`` a collection variable (initially the spec's example id) that every request under
+  ``/things/{thing_id}`` uses, nested paths included. The POST's script stores the created id in
+  it, so the requests after it work on what the run created; the DELETE (which runs last in its
+  folder) puts the example id back. Two chains with the same path
   parameter get distinct variables: a deprecated one is qualified by its path (``v1_task_id``).
 * Nothing is ever deleted that the run did not create: every DELETE of a chained resource has a
   pre-request script that skips it while its variable is empty or still the example id (a seeded
@@ -21,16 +22,35 @@ and it is also a test suite (run by Newman: ``scripts/newman``):
   setup request creating one and a teardown request deleting it, with everything in it, at the end:
   each folder runs alone (``newman --folder tasks``) as well as in the whole collection, never
   touches seeded data, and leaves nothing behind.
-* Secured operations (``security`` naming an apiKey scheme of ``securityDefinitions``) send
-  their credential from a collection variable named after the scheme, empty by default:
-  ``Authorization: Bearer {{admin_token}}``. A pre-request script skips them while it is empty,
-  so the collection runs without a token and fully with one. An action replacing the server's
-  data (``POST .../restore``, ``OPT_IN_ACTIONS``) runs only when its variable (``allow_restore``)
-  is ``true``; an upload (a ``formData`` file) only once someone has chosen the file.
+* Secured operations (an operation's ``security``, or the spec's default when it has none,
+  naming apiKey schemes of ``securityDefinitions``; ``security: []`` is public) send their
+  credential from a collection variable named after the scheme: ``Authorization: Bearer
+  {{bearer}}``. A pre-request script skips them while it is empty. An action replacing the
+  server's data (``POST .../restore``, ``OPT_IN_ACTIONS``) runs only when its variable
+  (``allow_restore``) is ``true``; an upload (a ``formData`` file) only once someone has chosen
+  the file.
+* Logging in, when the spec has a log-in operation (a public POST taking ``email`` and
+  ``password`` whose success answers an ``access_token``) and a bearer scheme: a first "Log in"
+  folder sends it with ``{{email}}`` and ``{{password}}`` (collection variables; by default the
+  development demo account) and stores the access token in the scheme's variable, when it
+  expires (``bearer_expires_at``) and the refresh token. Every folder with secured requests
+  starts with a copy, ``setup: Log in``, skipped while the variable holds a token valid for
+  another minute, so a folder runs alone as well. Bodies that carry a password are the run's
+  account: ``password``, ``current_password`` and ``new_password`` are ``{{password}}`` (a
+  password change sets the same one again), ``email`` is ``{{email}}``, except on sign-up (a
+  public POST answering 201), a new address each run, which its answer stores in
+  ``signup_email``: a secured body naming another account by ``email`` (adding a member) names
+  that one, and a folder with such a request signs one up first while there is none. A
+  ``refresh_token`` member is ``{{refresh_token}}``; ``ONE_TIME_MEMBERS`` (an authenticator's
+  code) are variables only a person can fill in; a request sending one of these waits for it.
+  A request ending the session (``SESSION_ENDING_ACTIONS``: log out, restore) runs last in its
+  folder but for the deletes, clears the token, and "Log in again" follows it.
 * A "Workflow" folder per chain of the current (not deprecated) API: create, get, conditional get
   (If-None-Match: 304), patch with If-Match from the stored ETag, the same patch with the stale
-  ETag (412), the item's other reads (a history, a download), delete, get (404); each step that
-  the spec documents, chained through collection variables; chains needing a credential last.
+  ETag (412), the item's other reads (a history, a download), delete, get (404; the item again
+  after a soft delete, ``SOFT_DELETE``: a revoked key); each step that
+  the spec documents, chained through collection variables; chains needing a credential last
+  (without one, the rest of the story still runs).
   A resource that others nest under is created first, their workflows run inside it, then it is
   deleted and read again (404).
 
@@ -44,11 +64,13 @@ import copy
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from flask import Flask
+
+from app.auth.accounts import DEMO_EMAIL, DEMO_PASSWORD
 
 POSTMAN_SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
 BASE_URL_VARIABLE = "baseUrl"
@@ -56,6 +78,39 @@ DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 WORKFLOW_FOLDER = "Workflow"
 SETUP_PREFIX = "setup: "
 TEARDOWN_PREFIX = "teardown: "
+LOGIN_FOLDER = "Log in"
+LOGIN_STEP = "Log in"  # the first folder's request; a folder's copy is SETUP_PREFIX + LOGIN_STEP
+RELOGIN_STEP = "Log in again"  # after a request that ended the session
+# The account a run logs in with, and the tokens it keeps (collection variables).
+EMAIL_VARIABLE = "email"
+PASSWORD_VARIABLE = "password"
+REFRESH_VARIABLE = "refresh_token"
+EXPIRY_SUFFIX = "_expires_at"  # bearer -> bearer_expires_at: milliseconds since the epoch
+# A folder's setup logs in again when the token has less than this left: no request of a short
+# run then meets an expired token.
+RENEW_MARGIN_SECONDS = 60
+# RFC 6749 section 5.1: what a successful token response has (the log-in's other answer, a
+# second-factor challenge, has none of it, and the run cannot answer one).
+TOKEN_MEMBERS = ("access_token", "token_type", "expires_in", "refresh_token")
+PASSWORD_MEMBERS = frozenset({"password", "current_password", "new_password"})
+# A sign-up's address: new on every run (Postman's dynamic variable), recognisable afterwards.
+SIGN_UP_EMAIL = "postman-{{$guid}}@example.com"
+# Body members only a person can fill in (a code from an authenticator app, the ticket of a
+# log-in with a second factor): collection variables, empty by default, that their requests wait
+# for, so a run skips them and someone can send them by hand.
+ONE_TIME_MEMBERS = {"code": "totp_code", "mfa_token": "mfa_token"}
+# The address of the account the last sign-up made: a body naming another account by ``email``
+# (adding a member) names that one.
+SIGNUP_VARIABLE = "signup_email"
+# POST actions (the last path segment) that end the caller's session: they run last in their
+# folder but for its deletes, and the run logs in again after each. A restore ends every
+# session (restored tables would otherwise revive sessions ended since the backup).
+SESSION_ENDING_ACTIONS = frozenset({"logout", "logout-everywhere", "restore"})
+# A DELETE that marks the item instead of removing it (an API key's revocation): read again
+# afterwards, the item answers as before, not 404. Said by this vendor extension on the DELETE,
+# or by a member of the item's model recording when that happened.
+SOFT_DELETE = "x-soft-delete"
+SOFT_DELETE_MEMBERS = frozenset({"revoked_at", "deleted_at"})
 # Error responses documented with an RFC 9457 model (type, title, status) use this media type.
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _PROBLEM_MEMBERS = ("type", "title", "status")
@@ -66,6 +121,7 @@ DEPRECATION_HEADER = "Deprecation"
 _METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 _CONDITIONAL = re.compile(r"\b(when|if|unless|only)\b", re.IGNORECASE)
 _PATH_TEMPLATE = re.compile(r"\{([^}/]+)\}")
+_VARIABLE_REFERENCE = re.compile(r"\{\{(?P<name>[^{}$]+)\}\}")  # a collection variable's
 _ITEM_PATH = re.compile(r"^(?P<collection>.+)/\{(?P<name>[^}/]+)\}$")
 # Actions (the last segment of a POST path) that replace the server's data: a run sends them only
 # when the named collection variable is "true", so running the collection never rewinds a
@@ -92,7 +148,9 @@ class Save:
     """After the expected status: set collection variable ``variable`` from the response."""
 
     variable: str
-    source: Literal["body", "header", "value"]  # a body member, a header, or a fixed value
+    # a body member, a header, a fixed value, or now plus the seconds in a body member (in
+    # milliseconds since the epoch: when a token expires)
+    source: Literal["body", "header", "value", "expiry"]
     key: str  # the member's or header's name, or the value itself
 
 
@@ -104,12 +162,16 @@ class Guard:
       (a DELETE never targets what the run did not create);
     * ``"credential"``: the variable is not empty (a secured operation needs its credential);
     * ``"opt-in"``: the variable is ``"true"`` (an action replacing the server's data);
-    * ``"file"``: a file is chosen for the form field ``variable`` (an upload).
+    * ``"file"``: a file is chosen for the form field ``variable`` (an upload);
+    * ``"login"``: the variable holds no token, or one that expires (``variable`` +
+      ``EXPIRY_SUFFIX``) within ``RENEW_MARGIN_SECONDS`` (a token with no recorded expiry was
+      set by hand, and is kept);
+    * ``"unset"``: the variable is empty (a setup making what another run may have made).
     """
 
     variable: str
     refused: tuple[str, ...] = ()
-    kind: Literal["id", "credential", "opt-in", "file"] = "id"
+    kind: Literal["id", "credential", "opt-in", "file", "login", "unset"] = "id"
 
 
 @dataclass(frozen=True)
@@ -183,6 +245,19 @@ class _Operation:
         return any(h["key"] == name for h in self.request["header"])
 
 
+@dataclass(frozen=True)
+class _Account:
+    """How a run logs in: ``login`` answers the token that secured requests send from
+    ``token`` (the bearer scheme's variable)."""
+
+    login: _Operation
+    token: str
+
+    @property
+    def expiry(self) -> str:
+        return self.token + EXPIRY_SUFFIX
+
+
 @dataclass
 class _Chain:
     """``POST collection`` creates items addressed by ``item_path`` (``collection/{param}``)."""
@@ -193,6 +268,7 @@ class _Chain:
     create: _Operation
     item: dict[str, _Operation]  # method -> operation on item_path
     parent: _Chain | None = None  # the chain whose item path ``create`` is nested under
+    key: str = "id"  # the member of the create's answer holding the new item's id
 
     @property
     def item_path(self) -> str:
@@ -212,14 +288,28 @@ def app_spec(app: Flask) -> dict[str, Any]:
     return spec
 
 
-def postman_collection(spec: Mapping[str, Any], base_url: str = DEFAULT_BASE_URL) -> dict[str, Any]:
-    """Turn a Swagger 2.0 spec into a Postman Collection v2.1 document (a JSON-ready dict)."""
+def postman_collection(
+    spec: Mapping[str, Any],
+    base_url: str = DEFAULT_BASE_URL,
+    *,
+    email: str = DEMO_EMAIL,
+    password: str = DEMO_PASSWORD,
+) -> dict[str, Any]:
+    """Turn a Swagger 2.0 spec into a Postman Collection v2.1 document (a JSON-ready dict).
+    ``email`` and ``password``: the initial values of the account variables (when the spec has a
+    log-in); the development demo account by default."""
     info = spec.get("info", {})
     title = info.get("title", "API")
-    plan = collection_plan(spec)
+    plan = collection_plan(spec, email=email, password=password)
     description = (info.get("description") or "").strip()
     variables = {BASE_URL_VARIABLE: base_url.rstrip("/"), **plan.variables}
     access = "".join(f"\n\n`{name}`: {text}" for name, text in plan.descriptions.items())
+    login = (
+        f' The "{LOGIN_FOLDER}" folder logs in first, and every folder with secured requests'
+        " logs in by itself when it runs alone."
+        if plan.folders and plan.folders[0].name == LOGIN_FOLDER
+        else ""
+    )
     return {
         "info": {
             # Stable id: re-importing offers to replace the collection instead of duplicating it.
@@ -228,7 +318,8 @@ def postman_collection(spec: Mapping[str, Any], base_url: str = DEFAULT_BASE_URL
             "description": f"{description}\n\nGenerated from the API's Swagger spec "
             f"(API version {info.get('version', '?')}). Set the `{BASE_URL_VARIABLE}` "
             "collection variable to the server you test. Every request has a test script; "
-            f"run the whole collection (Runner, or Newman) against a development server.{access}",
+            f"run the whole collection (Runner, or Newman) against a development server.{login}"
+            f"{access}",
             "version": str(info.get("version", "")),
             "schema": POSTMAN_SCHEMA,
         },
@@ -248,7 +339,9 @@ def postman_collection(spec: Mapping[str, Any], base_url: str = DEFAULT_BASE_URL
     }
 
 
-def collection_plan(spec: Mapping[str, Any]) -> Plan:
+def collection_plan(
+    spec: Mapping[str, Any], *, email: str = DEMO_EMAIL, password: str = DEMO_PASSWORD
+) -> Plan:
     """The collection as data: folders of requests, each with what its test script asserts."""
     definitions = spec.get("definitions", {})
     base_path = spec.get("basePath", "/").rstrip("/")
@@ -270,19 +363,28 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
                 _Operation(base_path + path, method, operation, request, name, credentials)
             )
 
+    account = _account(spec, operations)
+    if account is not None:
+        for op in operations:
+            _use_account(spec, op)
     chains = _chains(spec, operations)
     access = {id(op): _access_guards(op) for op in operations}
-    descriptions = _access_variables(operations, access)
+    descriptions = _access_variables(spec, operations, access, account)
     variables = dict.fromkeys(descriptions, "")
+    if account is not None:
+        variables.update({EMAIL_VARIABLE: email, PASSWORD_VARIABLE: password})
     variables.update({chain.variable: chain.example for chain in chains})
     for op in operations:
         _bind(op.request, {c.param: c.variable for c in _chains_over(chains, op.path)})
     expects = {id(op): _success_expect(spec, op) for op in operations}
+    if account is not None:
+        for op in operations:
+            expects[id(op)] = _account_expect(spec, op, account, expects[id(op)])
     guards: dict[int, tuple[Guard, ...]] = dict(access)
     for chain in chains:
         create = expects[id(chain.create)]
         expects[id(chain.create)] = replace(
-            create, save=(*create.save, Save(chain.variable, "body", "id"))
+            create, save=(*create.save, Save(chain.variable, "body", chain.key))
         )
         delete = chain.item.get("delete")
         if delete is not None:  # after the delete, point the variable at the example again
@@ -291,16 +393,24 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
             expects[id(delete)] = replace(expect, save=(*expect.save, saved))
             guards[id(delete)] = (*access[id(delete)], Guard(chain.variable, (chain.example,)))
 
+    def log_in(name: str) -> Step:
+        """The log-in request: the first folder's always sent, the others only when the token is
+        missing or about to expire."""
+        assert account is not None
+        guard = (Guard(account.token, kind="login"),) if name != LOGIN_STEP else ()
+        return Step(name, copy.deepcopy(account.login.request), expects[id(account.login)], guard)
+
     folders: dict[str, Folder] = {
         tag["name"]: Folder(tag["name"], tag.get("description", "")) for tag in spec.get("tags", [])
     }
     # Creates first (a list then shows what the run made); deletes last (deepest path first), so
-    # nothing after them needs what they removed.
+    # nothing after them needs what they removed; what ends the session just before them.
     creates = {id(chain.create) for chain in chains}
     ordered = sorted(
         operations,
         key=lambda op: (
             op.method == "delete",
+            account is not None and _ends_session(op),
             -op.path.count("/") if op.method == "delete" else id(op) not in creates,
         ),
     )
@@ -309,6 +419,8 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
         tag = (op.operation.get("tags") or ["default"])[0]
         folder = folders.setdefault(tag, Folder(tag, ""))
         folder.steps.append(Step(op.name, op.request, expects[id(op)], guards[id(op)]))
+        if account is not None and _ends_session(op):
+            folder.steps.append(log_in(RELOGIN_STEP))
         members.setdefault(tag, []).append(op)
     for tag, ops in members.items():
         _own_parents(folders[tag], ops, chains, expects, guards)
@@ -320,21 +432,87 @@ def collection_plan(spec: Mapping[str, Any]) -> Plan:
         "it at the end, so it can run again and again against the same server.",
     )
     # Those that need a credential last: without it they are skipped, the rest of the story runs.
-    for chain in sorted(chains, key=lambda c: bool(access[id(c.create)])):
+    # Then in the order of the spec's tags (where the API is secured throughout: the main story,
+    # workspaces, before the admin's).
+    tag_order = {tag["name"]: index for index, tag in enumerate(spec.get("tags", []))}
+    for chain in sorted(
+        chains,
+        key=lambda c: (
+            bool(access[id(c.create)]),
+            tag_order.get((c.create.operation.get("tags") or [""])[0], len(tag_order)),
+        ),
+    ):
         if chain.parent is None and not chain.create.deprecated:
             workflow.steps.extend(
                 _workflow(spec, chain, chains, operations, expects, access, variables, {})
             )
     result = [workflow] if workflow.steps else []
     result += [folder for folder in folders.values() if folder.steps]
+    if account is not None:
+        signup = next((op for op in operations if _signs_up(spec, op)), None)
+        sign_up = None
+        if signup is not None:
+            renew = (Guard(SIGNUP_VARIABLE, kind="unset"),)
+            sign_up = Step(
+                SETUP_PREFIX + signup.name,
+                copy.deepcopy(signup.request),
+                expects[id(signup)],
+                renew,
+            )
+        result = _log_in_first(result, account, log_in, sign_up)
     return Plan(result, variables, descriptions)
+
+
+def _log_in_first(
+    folders: list[Folder],
+    account: _Account,
+    log_in: Callable[[str], Step],
+    sign_up: Step | None,
+) -> list[Folder]:
+    """A first folder logging in; in front of every folder with secured requests, a log-in when
+    the token is missing or expiring; in front of one that needs another account (``{{
+    signup_email}}``), a sign-up while there is none."""
+    for folder in folders:
+        setup: list[Step] = []
+        guards = [guard for step in folder.steps for guard in step.guards]
+        if Guard(account.token, kind="credential") in guards:
+            setup.append(log_in(SETUP_PREFIX + LOGIN_STEP))
+            folder.description += (
+                f"\n\nIts first request logs in (`{EMAIL_VARIABLE}`, `{PASSWORD_VARIABLE}`) "
+                f"unless `{account.token}` holds a token valid for another minute: the folder "
+                "runs alone too."
+            )
+        if (
+            sign_up is not None
+            and Guard(SIGNUP_VARIABLE, kind="credential") in guards
+            and not any(step.request == sign_up.request for step in folder.steps)
+        ):
+            setup.append(copy.deepcopy(sign_up))
+            folder.description += (
+                "\n\nThen it signs up an account for its requests to work with, unless "
+                f"`{SIGNUP_VARIABLE}` holds one already."
+            )
+        folder.steps[:0] = setup
+        folder.description = folder.description.strip()
+    first = Folder(
+        LOGIN_FOLDER,
+        f"Logs in with the `{EMAIL_VARIABLE}` and `{PASSWORD_VARIABLE}` collection variables and "
+        f"stores the access token in `{account.token}`, which every secured request sends, when "
+        f"it expires in `{account.expiry}`, and the refresh token in `{REFRESH_VARIABLE}`. Run it "
+        "first (the whole collection does), or send it by hand before the requests you send by "
+        "hand. The access token expires after a few minutes (`expires_in` in the answer): send "
+        "it again then.",
+        [log_in(LOGIN_STEP)],
+    )
+    return [first, *folders]
 
 
 def _credentials(spec: Mapping[str, Any], operation: Mapping[str, Any]) -> tuple[_Credential, ...]:
     """What the operation's ``security`` (or the spec's default) asks to send: the first
     alternative made of apiKey schemes (Swagger 2.0 has no bearer scheme: an apiKey in the
     Authorization header is the usual stand-in, and it carries ``Bearer <token>``). Other scheme
-    types (basic, oauth2) are left to Postman's Authorization tab: nothing is sent or guarded."""
+    types (basic, oauth2) are left to Postman's Authorization tab: nothing is sent or guarded.
+    ``security: []`` (no alternative) is a public operation."""
     schemes = spec.get("securityDefinitions", {})
     for requirement in operation.get("security", spec.get("security", [])):
         found = [(name, schemes.get(name, {})) for name in requirement]
@@ -353,10 +531,139 @@ def _credential(name: str, scheme: Mapping[str, Any]) -> _Credential:
     return _Credential(variable, scheme["in"], scheme.get("name", ""), value, description + ".")
 
 
+# --- the account a run logs in with --------------------------------------------------------------
+
+
+def _account(spec: Mapping[str, Any], operations: list[_Operation]) -> _Account | None:
+    """The log-in operation and the bearer variable it fills, if the spec has both."""
+    token = next(
+        (
+            c.variable
+            for op in operations
+            for c in op.credentials
+            if c.location == "header" and c.value.startswith("Bearer ")
+        ),
+        None,
+    )
+    login = next(
+        (
+            op
+            for op in operations
+            if _issues_tokens(spec, op) and {"email", "password"} <= _body_members(spec, op).keys()
+        ),
+        None,
+    )
+    return _Account(login, token) if login is not None and token is not None else None
+
+
+def _issues_tokens(spec: Mapping[str, Any], op: _Operation) -> bool:
+    """A public POST whose success answers an access token (log in, refresh)."""
+    return (
+        op.method == "post" and not op.credentials and "access_token" in _success_members(spec, op)
+    )
+
+
+def _signs_up(spec: Mapping[str, Any], op: _Operation) -> bool:
+    """A public POST taking an email and a password that creates (201) and logs nobody in."""
+    return (
+        op.method == "post"
+        and not op.credentials
+        and "201" in op.responses
+        and {"email", "password"} <= _body_members(spec, op).keys()
+        and not _issues_tokens(spec, op)
+    )
+
+
+def _ends_session(op: _Operation) -> bool:
+    return (
+        op.method == "post"
+        and bool(op.credentials)
+        and op.path.rsplit("/", 1)[-1] in SESSION_ENDING_ACTIONS
+    )
+
+
+def _success_members(spec: Mapping[str, Any], op: _Operation) -> dict[str, Any]:
+    codes = sorted(code for code in op.responses if code.isdigit() and code.startswith("2"))
+    if not codes:
+        return {}
+    return _properties(spec, op.responses[codes[0]].get("schema", {}))
+
+
+def _body_members(spec: Mapping[str, Any], op: _Operation) -> dict[str, Any]:
+    return _properties(spec, _body_schema(op.operation))
+
+
+def _use_account(spec: Mapping[str, Any], op: _Operation) -> None:
+    """Make a JSON body that carries credentials send the run's: its password members
+    ``{{password}}``, its ``email`` ``{{email}}`` (a sign-up: a new address), its refresh token
+    ``{{refresh_token}}``, its one-time codes their variables. A secured body with an ``email``
+    and no password names another account: ``{{signup_email}}``, the one the run signed up.
+    Only members the example body has are replaced."""
+    body = op.request.get("body", {})
+    if body.get("mode") != "raw":
+        return
+    document = json.loads(body["raw"])
+    if not isinstance(document, dict):
+        return
+    members = _body_members(spec, op)
+    values = {
+        member: f"{{{{{variable}}}}}"
+        for member, variable in _waited_members().items()
+        if member in members
+    }
+    if PASSWORD_MEMBERS & members.keys():
+        values.update(dict.fromkeys(PASSWORD_MEMBERS & members.keys(), "{{password}}"))
+        values["email"] = SIGN_UP_EMAIL if _signs_up(spec, op) else f"{{{{{EMAIL_VARIABLE}}}}}"
+    elif op.credentials:  # no password: an email names another account, one the run made
+        values["email"] = f"{{{{{SIGNUP_VARIABLE}}}}}"
+    changed = {name: value for name, value in values.items() if name in document}
+    if changed:
+        op.request["body"] = _raw_json({**document, **changed})
+
+
+def _waited_members() -> dict[str, str]:
+    """Body member -> the variable a request sending it waits for (skipped while empty)."""
+    return {REFRESH_VARIABLE: REFRESH_VARIABLE, **ONE_TIME_MEMBERS}
+
+
+def _account_expect(
+    spec: Mapping[str, Any], op: _Operation, account: _Account, expect: Expect
+) -> Expect:
+    """A token answer stores the tokens; a log-in's is a token response (RFC 6749), not a
+    second-factor challenge; a request ending the session clears them; a sign-up's answer
+    stores the new account's address."""
+    if _ends_session(op):
+        cleared = (account.token, account.expiry, REFRESH_VARIABLE)
+        return replace(expect, save=(*expect.save, *(Save(v, "value", "") for v in cleared)))
+    if _signs_up(spec, op) and "email" in _success_members(spec, op):
+        return replace(expect, save=(*expect.save, Save(SIGNUP_VARIABLE, "body", "email")))
+    if not _issues_tokens(spec, op):
+        return expect
+    members = _success_members(spec, op)
+    saves = [Save(account.token, "body", "access_token")]
+    if "expires_in" in members:
+        saves.append(Save(account.expiry, "expiry", "expires_in"))
+    if REFRESH_VARIABLE in members:
+        saves.append(Save(REFRESH_VARIABLE, "body", REFRESH_VARIABLE))
+    if op is account.login:
+        expect = replace(
+            expect,
+            keys=tuple(name for name in TOKEN_MEMBERS if name in members),
+            equal=(("mfa_required", False),) if "mfa_required" in members else (),
+        )
+    return replace(expect, save=(*expect.save, *saves))
+
+
 def _access_guards(op: _Operation) -> tuple[Guard, ...]:
-    """What the request needs before it may be sent: its credentials, the opt-in of an action
-    replacing the server's data, the files of an upload."""
+    """What the request needs before it may be sent: its credentials, the tokens and codes its
+    body sends, the opt-in of an action replacing the server's data, the files of an upload."""
     guards = [Guard(c.variable, kind="credential") for c in op.credentials]
+    raw = op.request.get("body", {}).get("raw", "")
+    guards += [
+        Guard(variable, kind="credential")
+        for variable in dict.fromkeys([*_waited_members().values(), SIGNUP_VARIABLE])
+        if f"{{{{{variable}}}}}" in raw
+    ]
     action = op.path.rsplit("/", 1)[-1]
     if op.method == "post" and action in OPT_IN_ACTIONS:
         guards.append(Guard(OPT_IN_ACTIONS[action], kind="opt-in"))
@@ -367,10 +674,15 @@ def _access_guards(op: _Operation) -> tuple[Guard, ...]:
 
 
 def _access_variables(
-    operations: list[_Operation], access: Mapping[int, tuple[Guard, ...]]
+    spec: Mapping[str, Any],
+    operations: list[_Operation],
+    access: Mapping[int, tuple[Guard, ...]],
+    account: _Account | None,
 ) -> dict[str, str]:
-    """The collection variables the guards read (empty at first), with what each is for."""
+    """The collection variables the run's account and the guards read, with what each is for."""
     described: dict[str, str] = {}
+    if account is not None:
+        described.update(_account_variables(spec, operations, account))
     for op in operations:
         for c in op.credentials:
             described.setdefault(
@@ -388,6 +700,106 @@ def _access_variables(
                     f"`true`; it is empty by default, and the request is skipped.",
                 )
     return described
+
+
+def _account_variables(
+    spec: Mapping[str, Any], operations: list[_Operation], account: _Account
+) -> dict[str, str]:
+    # The other requests answering tokens (a second-factor log-in, a refresh), and those of
+    # them that trade a refresh token.
+    issuers = " and ".join(
+        f"`{op.name}`" for op in operations if _issues_tokens(spec, op) and op is not account.login
+    )
+    refreshes = " and ".join(
+        f"`{op.name}`"
+        for op in operations
+        if _issues_tokens(spec, op) and REFRESH_VARIABLE in _body_members(spec, op)
+    )
+    acting = ", ".join(  # requests ending this account's sessions: log out, password change
+        f"`{op.name}`"
+        for op in operations
+        if _ends_session(op) or (op.credentials and "new_password" in _body_members(spec, op))
+    )
+    return {
+        EMAIL_VARIABLE: (
+            f"The account the `{LOGIN_STEP}` requests log in with. By default the demo account "
+            "that the development server (`./scripts/run`, SEED_DEMO_DATA) seeds: development "
+            f"only, no other server has it. To use your own, set this and `{PASSWORD_VARIABLE}` "
+            "in an environment (it wins over the collection)."
+            + (
+                f" The run acts on this account like any client: {acting} end its sessions (a "
+                "password change sets the same password again), so use an account for testing."
+                if acting
+                else ""
+            )
+        ),
+        PASSWORD_VARIABLE: (
+            f"The password of `{EMAIL_VARIABLE}` (the demo account's by default). Put your own in "
+            "an environment, type secret, or as the variable's current value; never as its "
+            "initial value, which is exported with the collection."
+        ),
+        account.token: (
+            f"The access token secured requests send (`Authorization: Bearer {{{{{account.token}"
+            f"}}}}`), stored by the `{LOGIN_STEP}` requests (`{account.login.name}`)"
+            + (f" and by {issuers}" if issuers else "")
+            + "; secured requests are skipped while it is empty. It expires after `expires_in` "
+            f"seconds (the log-in's answer says): send `{LOGIN_STEP}` again then. An API key "
+            f"works too: set it here and clear `{account.expiry}`."
+        ),
+        account.expiry: (
+            f"When `{account.token}` expires, in milliseconds since the epoch, stored with it: a "
+            f"folder's `{SETUP_PREFIX}{LOGIN_STEP}` logs in again when less than "
+            f"{RENEW_MARGIN_SECONDS} seconds are left, and not at all while this is empty and "
+            f"`{account.token}` is set (a token you set yourself)."
+        ),
+        REFRESH_VARIABLE: (
+            "The refresh token of the last log-in (single use)"
+            + (
+                f": {refreshes} trades it for a new pair, and is skipped while it is empty."
+                if refreshes
+                else "."
+            )
+        ),
+        **_one_time_variables(spec, operations),
+        **_signup_variable(spec, operations),
+    }
+
+
+def _signup_variable(spec: Mapping[str, Any], operations: list[_Operation]) -> dict[str, str]:
+    users = ", ".join(
+        f"`{op.name}`"
+        for op in operations
+        if f"{{{{{SIGNUP_VARIABLE}}}}}" in op.request.get("body", {}).get("raw", "")
+    )
+    signup = next((op.name for op in operations if _signs_up(spec, op)), None)
+    if not users or signup is None:
+        return {}
+    return {
+        SIGNUP_VARIABLE: f"The address of the account the last `{signup}` made (a new one each "
+        f"time: `{SIGN_UP_EMAIL}`), which {users} names. A folder with such a request signs "
+        "one up first while this is empty."
+    }
+
+
+def _one_time_variables(spec: Mapping[str, Any], operations: list[_Operation]) -> dict[str, str]:
+    """The ONE_TIME_MEMBERS variables some request sends, with what they are for."""
+    users = {
+        variable: ", ".join(
+            f"`{op.name}`" for op in operations if member in _body_members(spec, op)
+        )
+        for member, variable in ONE_TIME_MEMBERS.items()
+    }
+    texts = {
+        "totp_code": "A current code from your authenticator app (it changes every 30 seconds "
+        "and works once)",
+        "mfa_token": "The `mfa_token` a log-in answers when the account has a second factor",
+    }
+    return {
+        variable: f"{texts.get(variable, 'A value only a person has')}, for {names}: empty by "
+        "default, so a run skips them; set it to send them by hand."
+        for variable, names in users.items()
+        if names
+    }
 
 
 def _merged_parameters(
@@ -486,14 +898,14 @@ def _raw_json(document: Any) -> dict[str, Any]:
 
 
 def _chains(spec: Mapping[str, Any], operations: list[_Operation]) -> list[_Chain]:
-    """Every ``POST collection`` answering 201 with an ``id`` whose ``collection/{x}`` exists."""
+    """Every ``POST collection`` whose ``collection/{x}`` exists, answering 201 with the new
+    item's id: an ``id``, or a member named like the path parameter (``user_id``)."""
     chains = []
     for create in operations:
         if create.method != "post" or "201" not in create.responses:
             continue
         schema = _resolve(spec, create.responses["201"].get("schema", {}))
-        if "id" not in _properties(spec, schema):
-            continue
+        members = _properties(spec, schema)
         item: dict[str, _Operation] = {}
         param = None
         for op in operations:
@@ -501,7 +913,8 @@ def _chains(spec: Mapping[str, Any], operations: list[_Operation]) -> list[_Chai
             if match and match["collection"] == create.path:
                 param = match["name"]
                 item[op.method] = op
-        if param is None:
+        key = "id" if "id" in members else param
+        if param is None or key not in members:
             continue
         example = next(
             v["value"]
@@ -509,7 +922,7 @@ def _chains(spec: Mapping[str, Any], operations: list[_Operation]) -> list[_Chai
             for v in op.request["url"].get("variable", [])
             if v["key"] == param
         )
-        chains.append(_Chain(param, param, example, create, item))
+        chains.append(_Chain(param, param, example, create, item, key=key))
     for chain in chains:  # the innermost chain whose items the collection is nested under
         outer = [c for c in chains if c is not chain and c.covers(chain.create.path)]
         chain.parent = max(outer, key=lambda c: len(c.item_path), default=None)
@@ -719,7 +1132,19 @@ def _workflow(
                 (*access[id(delete)], Guard(id_var)),
             )
         ]
-        if "404" in get.responses:
+        soft = delete.operation.get(SOFT_DELETE) or SOFT_DELETE_MEMBERS & set(
+            _success_members(spec, get)
+        )
+        if soft:  # revoked, not removed: it still reads
+            steps.append(
+                Step(
+                    f"{get.name} after the delete: {get_expect.status}, still there",
+                    request(get),
+                    replace(get_expect, equal=((chain.key, Var(id_var)),)),
+                    access[id(get)],
+                )
+            )
+        elif "404" in get.responses:
             steps.append(
                 Step(
                     f"{get.name} after the delete: 404",
@@ -762,7 +1187,7 @@ def _workflow(
             Step(
                 f"{create.name}: {create_expect.status}, store the id",
                 request(create),
-                replace(create_expect, save=(Save(id_var, "body", "id"),)),
+                replace(create_expect, save=(Save(id_var, "body", chain.key),)),
                 access[id(create)],
             ),
             *nested,
@@ -775,8 +1200,12 @@ def _workflow(
         variables.update({etag_var: "", new_etag_var: ""})
     body = json.loads(create.request.get("body", {}).get("raw", "{}"))
     required = _resolve(spec, _body_schema(create.operation)).get("required", [])
-    echoed = tuple((k, body[k]) for k in required if isinstance(body.get(k), str | int | float))
-    saves = [Save(id_var, "body", "id")]
+    echoed = tuple(
+        (k, _echo(body[k]))
+        for k in required
+        if isinstance(body.get(k), str | int | float) and _echo(body[k]) is not None
+    )
+    saves = [Save(id_var, "body", chain.key)]
     if has_etag:
         saves.append(Save(etag_var, "header", "ETag"))
     steps = [
@@ -794,7 +1223,7 @@ def _workflow(
             f"{get.name}: {get_expect.status}, the same {chain.param.removesuffix('_id')}"
             + (" and ETag" if has_etag else ""),
             request(get),
-            replace(get_expect, equal=(("id", Var(id_var)),), header_equal=same),
+            replace(get_expect, equal=((chain.key, Var(id_var)),), header_equal=same),
             access[id(get)],
         )
     )
@@ -844,6 +1273,15 @@ def _workflow(
                 )
             )
     return steps + reads() + delete_and_get(latest_etag)
+
+
+def _echo(value: Any) -> Any:
+    """What the answer should echo of a sent value: a variable's value for ``{{variable}}``,
+    nothing to compare for a value made when sent (``postman-{{$guid}}@...``)."""
+    if not isinstance(value, str) or "{{" not in value:
+        return value
+    whole = _VARIABLE_REFERENCE.fullmatch(value)
+    return Var(whole["name"]) if whole else None
 
 
 def _parameters(spec: Mapping[str, Any], op: _Operation) -> list[Mapping[str, Any]]:
@@ -944,9 +1382,25 @@ def _guard_lines(guard: Guard) -> list[str]:
         refuses = f"{_js(['', *guard.refused])}.includes({value})"
         reason = f"skipped: {name} holds no id that this run created"
     elif guard.kind == "credential":
-        comment = f"A secured operation: sent once {name} holds the credential."
+        comment = f"Sent once {name} is set (a credential, a token or a code the request sends)."
         refuses = f'{value} === ""'
-        reason = f"skipped: {name} is empty (set it to run the secured requests)"
+        reason = f"skipped: {name} is empty (the collection's variables say what sets it)"
+    elif guard.kind == "unset":
+        comment = f"Needed only while {name} is empty."
+        refuses = f'{value} !== ""'
+        reason = f"skipped: {name} holds one already"
+    elif guard.kind == "login":
+        expiry = guard.variable + EXPIRY_SUFFIX
+        comment = (
+            f"Log in unless {name} holds a token valid for {RENEW_MARGIN_SECONDS} more seconds "
+            "(one set by hand, with no recorded expiry, is kept)."
+        )
+        prelude = [f"var expiresAt = Number(pm.variables.get({_js(expiry)}) || 0);"]
+        refuses = (
+            f'{value} !== "" && '
+            f"(!expiresAt || Date.now() < expiresAt - {RENEW_MARGIN_SECONDS * 1000})"
+        )
+        reason = f"skipped: {name} holds a token that is still valid"
     elif guard.kind == "opt-in":
         comment = "This replaces the server's data: it never runs by default."
         refuses = f'{value} !== "true"'
@@ -1025,6 +1479,7 @@ def postman_test_script(expect: Expect) -> list[str]:
                 "body": f"pm.response.json()[{_js(save.key)}]",
                 "header": f"pm.response.headers.get({_js(save.key)})",
                 "value": _js(save.key),
+                "expiry": f"String(Date.now() + 1000 * pm.response.json()[{_js(save.key)}])",
             }[save.source]
             lines.append(f"    pm.collectionVariables.set({_js(save.variable)}, {source});")
         lines.append("}")
