@@ -14,6 +14,7 @@ from app.auth.login_throttle import init_login_throttle
 from app.auth.tokens import init_tokens
 from app.cli import register_cli
 from app.config import load_config
+from app.core.admin import init_admin
 from app.core.cors import init_cors
 from app.core.errors import register_error_handlers
 from app.core.logging import configure_logging
@@ -46,6 +47,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_databases(app)
     init_tokens(app)
     init_authentication(app)  # before the routes' own hooks: nothing runs for a stranger
+    # Before the rate limits: the admin surface's 404 must carry no rate-limit headers either.
+    init_admin(app)
     # After the authentication hook: the API budget is keyed by the principal it sets.
     init_rate_limits(app)
     init_login_throttle(app)

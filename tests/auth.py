@@ -23,6 +23,7 @@ UNUSABLE_PASSWORD_HASH = "$argon2id$v=19$m=8,t=1,p=1$bm90LWEtcmVhbC1zYWx0$AAAAAA
 
 @dataclass(frozen=True)
 class TestUser:
+    __test__ = False  # not a test class, whatever pytest thinks of the name
     id: uuid.UUID
     email: str
     token: str
@@ -95,3 +96,26 @@ class BearerClient(FlaskClient):
             token = owner.token if owner is not None else ""
         if token:
             self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+
+def renew_session(client: FlaskClient) -> None:
+    """Give ``client`` a new session of the same user: a restore ends every session."""
+    import jwt
+
+    token = client.environ_base["HTTP_AUTHORIZATION"].removeprefix("Bearer ")
+    user_id = uuid.UUID(jwt.decode(token, options={"verify_signature": False})["sub"])
+    app = client.application
+    now, session_id = utc_now(), str(uuid.uuid4())
+    with app.app_context():
+        session = db.session()
+        with session.begin():
+            session.add(
+                AuthSessionRow(
+                    id=session_id,
+                    user_id=user_id,
+                    created_at=now,
+                    expires_at=now + timedelta(days=1),
+                )
+            )
+        token = issue_access_token(user_id, session_id).token
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"

@@ -24,7 +24,19 @@ SHARD_NAMES = ("shard-a", "shard-b")
 POSTGRES_ADMIN_URL = os.environ.get("TEST_DATABASE_URL")
 # Tables emptied between PostgreSQL tests; the default workspace is put back after.
 # TRUNCATE fires no row trigger, so the append-only audit_events table empties too.
-_TABLES = ("task_tags", "tasks", "workspaces", "audit_events")
+_TABLES = (
+    "task_tags",
+    "tasks",
+    "workspaces",
+    "audit_events",
+    "users",
+    "memberships",
+    "auth_sessions",
+    "refresh_tokens",
+    "mfa_recovery_codes",
+    "api_keys",
+    "ip_rules",
+)
 
 
 def _config(control: str, shards: dict[str, str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def _settings(folder: Path) -> dict[str, Any]:
     return {
         "APP_ENV": "testing",
         "LOG_LEVEL": "WARNING",
+        "RATE_LIMITS_ENABLED": False,  # the seeding logs in more often than a person would
         "DATABASE_URL": url("control"),
         "SHARD_URLS": ",".join(f"{name}={url(name)}" for name in SHARD_NAMES),
     }
@@ -56,10 +57,32 @@ def dump(path: Path) -> str:
         connection.close()
 
 
+# The account a fixture's data belongs to (chapter 4 on): `flask users create-admin` with these
+# makes it on an older fixture, and adopts that fixture's workspaces, as the docs tell operators.
+FIXTURE_ADMIN = "admin@fixture.example"
+FIXTURE_PASSWORD = "fixture passphrase for upgrade tests"
+
+
+def sign_in(app: Any) -> Any:
+    """A client of FIXTURE_ADMIN (created, or promoted, by the documented CLI step)."""
+    cli = app.test_cli_runner().invoke(
+        args=["users", "create-admin", "--email", FIXTURE_ADMIN, "--password", FIXTURE_PASSWORD]
+    )
+    assert cli.exit_code == 0, cli.output
+    anonymous = app.test_client()
+    tokens = anonymous.post(
+        "/api/v2/auth/login", json={"email": FIXTURE_ADMIN, "password": FIXTURE_PASSWORD}
+    )
+    assert tokens.status_code == 200, tokens.get_data(True)
+    anonymous.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens.json['access_token']}"
+    return anonymous
+
+
 def _seed(app: Any) -> None:
     """A bit of everything, through the API: workspaces on both shards, tasks with tags, due
-    dates, every status, an edited and a deleted task, a renamed workspace, v1 tasks."""
-    client = app.test_client()
+    dates, every status, an edited and a deleted task, a renamed workspace, v1 tasks; and
+    (chapter 4) accounts, memberships, API keys, an ended session, a second factor."""
+    client = sign_in(app)
 
     def ok(response: Any, status: int) -> Any:
         assert response.status_code == status, (response.status_code, response.get_data(True))
@@ -97,6 +120,46 @@ def _seed(app: Any) -> None:
     for i in range(3):  # API v1: the default workspace
         ok(client.post("/api/v1/tasks", json={"title": f"v1 task {i}", "tags": ["v1"]}), 201)
     ok(client.post("/api/v2/workspaces", json={"name": "Empty"}), 201)
+    _seed_access(app, client, placed[SHARD_NAMES[0]][0], ok)
+
+
+def _seed_access(app: Any, client: Any, workspace_id: str, ok: Any) -> None:
+    """Chapter 4's tables: a member, a viewer, keys (one revoked), sessions (one ended, one
+    refreshed), a second factor with recovery codes."""
+    import pyotp
+
+    anonymous = app.test_client()
+    members = f"/api/v2/workspaces/{workspace_id}/members"
+    for role in ("member", "viewer"):
+        email = f"{role}@fixture.example"
+        ok(
+            anonymous.post(
+                "/api/v2/auth/register", json={"email": email, "password": FIXTURE_PASSWORD}
+            ),
+            201,
+        )
+        ok(client.post(members, json={"email": email, "role": role}), 201)
+    keys = f"/api/v2/workspaces/{workspace_id}/api-keys"
+    ok(client.post(keys, json={"name": "read only"}), 201)
+    revoked = ok(client.post(keys, json={"name": "write", "scopes": ["read", "write"]}), 201)
+    ok(client.delete(f"{keys}/{revoked.json['id']}"), 204)
+    login = {"email": "member@fixture.example", "password": FIXTURE_PASSWORD}
+    first = ok(anonymous.post("/api/v2/auth/login", json=login), 200).json
+    ok(anonymous.post("/api/v2/auth/refresh", json={"refresh_token": first["refresh_token"]}), 200)
+    second = ok(anonymous.post("/api/v2/auth/login", json=login), 200).json
+    logout = {"Authorization": f"Bearer {second['access_token']}"}
+    ok(anonymous.post("/api/v2/auth/logout", headers=logout), 204)
+    viewer = ok(
+        anonymous.post(
+            "/api/v2/auth/login",
+            json={"email": "viewer@fixture.example", "password": FIXTURE_PASSWORD},
+        ),
+        200,
+    ).json
+    headers = {"Authorization": f"Bearer {viewer['access_token']}"}
+    secret = ok(anonymous.post("/api/v2/auth/mfa/totp", headers=headers), 201).json["secret"]
+    code = pyotp.TOTP(secret).now()
+    ok(anonymous.post("/api/v2/auth/mfa/totp/confirm", json={"code": code}, headers=headers), 200)
 
 
 def build_fixture(checkpoint: str) -> Path:

@@ -208,14 +208,6 @@ def test_a_logged_out_platform_admin_is_a_401(admin_app: Flask) -> None:
 # --- anyone else: an unknown URL ---------------------------------------------------------------
 
 
-# The API rate limit's check runs before the gate: a route's own methods answer a non-admin with
-# X-RateLimit-* headers that an unknown URL lacks, which tells the route is there.
-_RATE_LIMIT_LEAK = (
-    "app bug: the rate limiter's before_request hook runs before the admin gate's, so the "
-    "gate's 404 carries X-RateLimit-* headers an unknown URL's 404 has not"
-)
-
-
 def methods_of(app: Flask, path: str) -> set[str]:
     """The methods the route serves (HEAD with GET), as routed after the gate."""
     rule = re.sub(r"\{(\w+)\}", r"<uuid:\1>", path)
@@ -229,8 +221,6 @@ def methods_of(app: Flask, path: str) -> set[str]:
 def test_to_anyone_but_a_platform_admin_every_method_answers_like_an_unknown_url(
     request: pytest.FixtureRequest, client: FlaskClient, callers: Callers, path: str, method: str
 ) -> None:
-    if method in methods_of(client.application, path):
-        request.applymarker(pytest.mark.xfail(reason=_RATE_LIMIT_LEAK, strict=True))
     for url in spellings(url_of(path)):
         for who, user in callers.not_platform_admins().items():
             unknown = comparable(

@@ -536,12 +536,6 @@ def test_create_admin_promotes_an_existing_account() -> None:
     login(client, "root@example.com")  # the password it gave is not the account's: unchanged
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="create_admin looks the account up by email.strip().lower(), register stores "
-    "normalise_email() (IDNA domain): a second run with an internationalised domain calls "
-    "register again, which raises EmailTaken out of the command",
-)
 def test_create_admin_twice_with_an_internationalised_domain() -> None:
     app = auth_app()
     runner = app.test_cli_runner()
@@ -551,11 +545,6 @@ def test_create_admin_twice_with_an_internationalised_domain() -> None:
     assert again.exit_code == 0, again.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.create_admin_command lets register's ValidationProblem escape: a traceback "
-    "saying '1 invalid field; see errors.' instead of what is wrong with the password",
-)
 def test_create_admin_says_why_a_password_is_refused() -> None:
     result = (
         auth_app()
@@ -610,11 +599,6 @@ def test_sign_up_logins_reuse_and_logout_are_audited() -> None:
     assert rows[6].changes["session"]["after"] == _claims(other["access_token"])["sid"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AccountService._audit records user.registered and user.logged_in with "
-    "current_actor(), 'anonymous' in these public requests; item 12 wants the real actor",
-)
 def test_sign_up_and_login_are_audited_as_the_user() -> None:
     app = auth_app()
     client = anonymous(app)
@@ -626,11 +610,6 @@ def test_sign_up_and_login_are_audited_as_the_user() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="user.refresh_token_reused is recorded with actor 'anonymous' (the refresh endpoint "
-    "is public); the token presented is the user's credential, so the actor is user:<id>",
-)
 def test_refresh_token_reuse_is_audited_as_the_tokens_user() -> None:
     app = auth_app(REFRESH_REUSE_GRACE=0)
     client = anonymous(app)

@@ -32,8 +32,8 @@ from app.tasks.models import TaskRow, TaskTagRow
 from app.workspaces import moves
 from app.workspaces.models import DEFAULT_WORKSPACE_ID, WorkspaceRow
 from app.workspaces.moves import move_workspace, shard_tables
-from tests.auth import TestUser as User  # aliased: pytest collects Test* names
-from tests.auth import add_user
+from tests.auth import TestUser as User
+from tests.auth import add_user, renew_session  # aliased: pytest collects Test* names
 from tests.conftest import PRODUCTION_TEST_SECRET, make_app
 
 BACKUPS = "/api/v2/admin/backups"
@@ -317,6 +317,7 @@ def test_restore_brings_back_exactly_the_backed_up_data(app: Flask, client: Flas
     assert changed != before
 
     restored = client.post(f"{BACKUPS}/{backup['id']}/restore")
+    renew_session(client)  # a restore ends every session
     assert restored.status_code == 200, restored.json
     assert restored.json["restored"] == backup
     assert all_rows(app) == before
@@ -328,13 +329,10 @@ def test_restore_brings_back_exactly_the_backed_up_data(app: Flask, client: Flas
     safety = restored.json["safety_backup"]
     assert safety["reason"] == "pre-restore"
     assert client.post(f"{BACKUPS}/{safety['id']}/restore").status_code == 200
+    renew_session(client)  # a restore ends every session
     assert all_rows(app) == changed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: a restore rewinds auth_sessions, un-revoking sessions ended since the backup",
-)
 def test_a_restore_keeps_ended_sessions_ended(app: Flask, client: FlaskClient) -> None:
     """Restoring rewinds the data, not the sign-outs: a token logged out (say, because it
     leaked) after the backup was taken must not work again once the backup is restored."""
@@ -346,6 +344,7 @@ def test_a_restore_keeps_ended_sessions_ended(app: Flask, client: FlaskClient) -
     assert holder.get(WORKSPACES).status_code == 401
 
     assert client.post(f"{BACKUPS}/{backup['id']}/restore").status_code == 200
+    renew_session(client)  # a restore ends every session
     response = holder.get(WORKSPACES)
     assert response.status_code == 401, "a logged-out token works again after the restore"
     assert response.json["type"] == "/problems/invalid-token"
@@ -452,6 +451,7 @@ def test_a_damaged_backup_is_refused_and_nothing_changes(
     DAMAGE[damage](app, backup["id"])
 
     response = client.post(f"{BACKUPS}/{backup['id']}/restore")
+    renew_session(client)  # a restore ends every session
     assert response.status_code == 422, response.json
     assert response.json["type"] == "/problems/backup-damaged"
     assert "Nothing was changed" in response.json["detail"]
@@ -507,6 +507,7 @@ def test_a_backup_for_another_deployment_is_a_409(
         sidecar.write_text(json.dumps(recorded))
 
     response = client.post(f"{BACKUPS}/{backup['id']}/restore")
+    renew_session(client)  # a restore ends every session
     assert response.status_code == 409, response.json
     assert response.json["type"] == "/problems/backup-incompatible"
     assert all_rows(app) == live
@@ -545,6 +546,7 @@ def test_admin_actions_are_audited_with_the_acting_user(
     assert admin_events[0][2] == backup["id"]
     assert admin_events[-1][2] == imported["workspace"]["id"]
     assert client.post(f"{BACKUPS}/{backup['id']}/restore").status_code == 200
+    renew_session(client)  # a restore ends every session
     with app.app_context(), app.extensions["shards"].control.connect() as connection:
         last = connection.execute(
             text("SELECT action, actor, entity_id FROM audit_events ORDER BY id DESC LIMIT 1")
@@ -661,6 +663,7 @@ def test_a_backup_taken_mid_move_restores_the_workspace_active_where_its_data_is
     assert client.delete(f"{WORKSPACES}/{workspace['id']}/tasks/{first}").status_code == 204
 
     restored = client.post(f"{BACKUPS}/{taken[0].id}/restore")
+    renew_session(client)  # a restore ends every session
     assert restored.status_code == 200, restored.json
     home = source if MID_MOVE[moment] == "source" else target
     assert entry_of(app, workspace["id"])[:2] == (home, "active")
@@ -696,6 +699,7 @@ def test_a_backup_taken_mid_delete_restores_the_workspace_active(
     version = entry_of(app, workspace["id"])[2]
 
     restored = client.post(f"{BACKUPS}/{backup['id']}/restore")
+    renew_session(client)  # a restore ends every session
     assert restored.status_code == 200, restored.json
     shard, state, new_version = entry_of(app, workspace["id"])
     assert state == "active"
@@ -707,23 +711,16 @@ def test_a_backup_taken_mid_delete_restores_the_workspace_active(
     assert client.delete(f"{WORKSPACES}/{workspace['id']}").status_code == 204  # can finish
 
 
-# On SQLite the admin checks' read of the control database (the session's BEGIN) is still open
-# while the backup copies: its shared lock makes every other writer there (a workspace move, a
-# login) wait, then fail with "database is locked". PostgreSQL reads in autocommit: no lock.
-_LOCKED_OUT = (
-    "app bug: on SQLite the request's read transaction on the control database (opened by the "
-    "authentication and platform admin checks) stays open while the backup copies, so a move "
-    "cannot commit (database is locked)"
-)
+# On SQLite a read of the control database left open (the authentication and admin checks' own
+# BEGIN) would hold a shared lock while the backup copies: every other writer there (a move, a
+# login) would wait, then fail with "database is locked". The admin resource ends that read.
 
 
 def moves_must_not_be_locked_out(request: pytest.FixtureRequest, app: Flask) -> None:
-    """Mark the test as the known SQLite bug (strict: it must fail until fixed), and make a
-    lock wait fail in 0.2 s instead of the configured 10."""
+    """Make a lock wait fail in 0.2 s instead of the configured 10, so a held lock shows."""
     control = app.extensions["shards"].control
     if control.dialect.name != "sqlite":
         return
-    request.applymarker(pytest.mark.xfail(reason=_LOCKED_OUT, strict=True))
 
     @event.listens_for(control, "connect")
     def _short_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
@@ -771,6 +768,7 @@ def test_a_move_while_the_databases_are_copied_makes_the_backup_copy_again(
         client.delete(f"{WORKSPACES}/{workspace['id']}/tasks/{task['id']}")
 
     assert client.post(f"{BACKUPS}/{backup_id}/restore").status_code == 200
+    renew_session(client)  # a restore ends every session
     assert_serves_it_again(client, workspace["id"], other_shard(workspace["shard"]), titles)
 
 

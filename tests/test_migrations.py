@@ -58,7 +58,7 @@ from app import create_app
 from app.db import db
 from app.db.setup import MIGRATIONS_DIRECTORY
 from tests.databases import POSTGRES_ADMIN_URL
-from tests.migration_fixtures import DATABASES, FIXTURES_DIR, SHARD_NAMES, load_fixture
+from tests.migration_fixtures import DATABASES, FIXTURES_DIR, SHARD_NAMES, load_fixture, sign_in
 
 DEFAULT_WORKSPACE_ID = uuid.UUID("01a19b7b-0000-7000-8000-000000000001")
 FIXTURE_CHECKPOINTS = sorted(p.name for p in FIXTURES_DIR.iterdir() if p.is_dir())
@@ -399,8 +399,9 @@ def test_earlier_checkpoint_databases_upgrade_with_every_row(
             finally:
                 connection.close()
 
-        # And the API serves the upgraded data: every workspace, every task, with its tags.
-        client = app.test_client()
+        # And the API serves the upgraded data: every workspace, every task, with its tags, to
+        # the administrator the documented step (flask users create-admin) makes the owner.
+        client = sign_in(app)
         listed = client.get("/api/v2/workspaces?per_page=100")
         assert listed.status_code == 200
         workspaces = {w["id"]: w for w in listed.json["items"]}

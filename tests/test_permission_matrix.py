@@ -26,6 +26,7 @@ from app.db import db
 from app.tasks.models import utc_now
 from app.workspaces.models import DEFAULT_WORKSPACE_ID
 from tests.conftest import make_app
+from tests.spec_examples import example_body
 
 PASSWORD = "matrix passphrase that is long enough"
 ROLES = ("owner", "admin", "member", "viewer")
@@ -122,6 +123,7 @@ def test_public_operations_are_few_and_known() -> None:
         ("get", "/.well-known/jwks.json"),
         ("post", "/api/v2/auth/register"),
         ("post", "/api/v2/auth/login"),
+        ("post", "/api/v2/auth/login/mfa"),
         ("post", "/api/v2/auth/refresh"),
         ("get", "/health/live"),
         ("get", "/health/ready"),
@@ -149,29 +151,10 @@ def expected(needed: str, identity: str) -> int | None:
     return None if Role(identity) in rule.roles else 403
 
 
-def _example(schema: dict[str, Any], spec: dict[str, Any]) -> Any:
-    if "$ref" in schema:
-        return _example(spec["definitions"][schema["$ref"].rsplit("/", 1)[1]], spec)
-    if "example" in schema:
-        return schema["example"]
-    if schema.get("type") == "array":
-        return [_example(schema.get("items", {}), spec)]
-    if schema.get("type") == "object" or "properties" in schema:
-        return {
-            name: _example(prop, spec)
-            for name, prop in schema.get("properties", {}).items()
-            if name in schema.get("required", []) or "example" in prop or "$ref" in prop
-        }
-    return {"string": "x", "integer": 1, "boolean": True}.get(schema.get("type", ""), "x")
-
-
 def _body(method: str, path: str, operation: dict[str, Any], spec: dict[str, Any]) -> Any:
     if path.endswith("/auth/password"):
         return {"current_password": PASSWORD, "new_password": PASSWORD}
-    for parameter in operation.get("parameters", []):
-        if parameter.get("in") == "body":
-            return _example(parameter["schema"], spec)
-    return None
+    return example_body(operation, spec)
 
 
 def _workspace(m: Matrix, path: str) -> str:

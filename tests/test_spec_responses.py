@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import functools
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +21,14 @@ from flask.testing import FlaskClient
 from jsonschema import Draft4Validator
 from sqlalchemy import update
 
+from app.auth.permissions import USERS_ONLY
 from app.db import db
 from app.extensions import health_checks
 from app.tasks.models import new_task_id
 from app.workspaces.models import DEFAULT_WORKSPACE_ID, WorkspaceRow, WorkspaceState
+from tests.auth import add_member, add_user
 from tests.conftest import make_app
+from tests.spec_examples import example_body
 
 BIG = "x" * (1024 * 1024 + 1)
 V2_WORKSPACES = "/api/v2/workspaces"
@@ -34,21 +39,62 @@ TASKS_PATH = {"1": "/api/v1/tasks", "2": "/api/v2/workspaces/{workspace_id}/task
 
 class Ctx:
     """A fresh app with a workspace holding one task, and helpers to hit an operation. In v1 the
-    workspace is the default one; in v2 a new one."""
+    workspace is the default one; in v2 a new one. Callers: ``client`` (the workspace's owner),
+    ``viewer`` (a viewer there), ``key`` (a read-only API key of it), ``admin`` (a platform
+    administrator), ``outsider`` (a member of no workspace), ``anonymous``."""
 
     def __init__(self, app: Flask, version: str) -> None:
         self.app = app
         self.client: FlaskClient = app.test_client()
+        self.anonymous: FlaskClient = app.test_client(token="")
+        self.version = version
         created_workspace = self.client.post(V2_WORKSPACES, json={"name": "fixture"})
+        self.workspace_id = created_workspace.json["id"]
         self.workspace = f"{V2_WORKSPACES}/{created_workspace.json['id']}"
         self.workspace_etag = created_workspace.headers["ETag"]
         self.missing_workspace = f"{V2_WORKSPACES}/{new_task_id()}"
         self.tasks = "/api/v1/tasks" if version == "1" else f"{self.workspace}/tasks"
         created = self.client.post(self.tasks, json={"title": "fixture", "status": "done"})
-        self.task_id = created.json["id"]
+        self.task_id: str = created.json["id"]
         self.etag = created.headers["ETag"]
         self.url = f"{self.tasks}/{self.task_id}"
         self.missing = f"{self.tasks}/{new_task_id()}"
+
+    # The other callers are made on first use: most scenarios need none of them.
+
+    @functools.cached_property
+    def admin(self) -> FlaskClient:
+        user = add_user(self.app, "platform@example.com", platform_admin=True)
+        return self.app.test_client(token=user.token)
+
+    @property
+    def _home(self) -> str:
+        return str(DEFAULT_WORKSPACE_ID) if self.version == "1" else self.workspace_id
+
+    @functools.cached_property
+    def viewer(self) -> FlaskClient:
+        user = add_member(self.app, self._home, "viewer", "viewer@example.com")
+        return self.app.test_client(token=user.token)
+
+    @functools.cached_property
+    def _key(self) -> dict[str, Any]:
+        created = self.client.post(
+            f"{V2_WORKSPACES}/{self._home}/api-keys", json={"name": "spec", "scopes": ["read"]}
+        )
+        return created.json
+
+    @property
+    def key(self) -> FlaskClient:
+        return self.app.test_client(token=self._key["key"])
+
+    @property
+    def key_id(self) -> str:
+        return self._key["id"]
+
+    @functools.cached_property
+    def outsider(self) -> FlaskClient:
+        """A member of no workspace: another tenant's ids are 404s to it."""
+        return self.app.test_client(token=add_user(self.app, "outsider@example.com").token)
 
 
 Scenario = Callable[[Ctx], Any]  # a status may have a list of them (several ways to get it)
@@ -111,6 +157,10 @@ def unknown_parameter(url: Callable[[Ctx], str]) -> Scenario:
     return lambda c: c.client.get(url(c) + "?unknown=1")
 
 
+def unknown_parameter_post(url: Callable[[Ctx], str]) -> Scenario:
+    return lambda c: c.client.post(url(c) + "?unknown=1")
+
+
 COMMON_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
     **{
         operation: scenarios
@@ -155,9 +205,11 @@ def task_scenarios(version: str) -> dict[tuple[str, str], dict[int, Scenario]]:
                 headers={"If-None-Match": c.client.get(c.tasks).headers["ETag"]},
             ),
             400: lambda c: c.client.get(f"{c.tasks}?per_page=0"),
+            404: lambda c: c.outsider.get(c.tasks),
         },
         ("post", collection): {
             **body_errors("POST", lambda c: c.tasks, {"title": "new"}, ok_status=201),
+            404: lambda c: c.outsider.post(c.tasks, json={"title": "new"}),
             503: while_moving(lambda c: c.client.post(c.tasks, json={"title": "new"})),
         },
         ("get", item): {
@@ -211,6 +263,9 @@ def task_scenarios(version: str) -> dict[tuple[str, str], dict[int, Scenario]]:
                 "POST",
                 lambda c: f"{c.tasks}/bulk",
                 {"operations": [{"op": "create", "task": {"title": "b"}}]},
+            ),
+            404: lambda c: c.outsider.post(
+                f"{c.tasks}/bulk", json={"operations": [{"op": "create", "task": {"title": "b"}}]}
             ),
             422: [
                 lambda c: c.client.post(f"{c.tasks}/bulk", json={"operations": []}),
@@ -293,8 +348,6 @@ AUDIT_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
     },
 }
 
-ADMIN_TOKEN = "spec-admin-token-0123456789abcdef0123"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BACKUPS = "/api/v2/admin/backups"
 BACKUP = f"{BACKUPS}/{{backup_id}}"
 EXPORT = "/api/v2/workspaces/{workspace_id}/export"
@@ -309,25 +362,20 @@ def read_and_close(response: Any) -> Any:
 
 
 def new_backup(c: Ctx) -> str:
-    return c.client.post(BACKUPS, headers=ADMIN).json["id"]
+    return c.admin.post(BACKUPS).json["id"]
 
 
 def admin_off(method: str, url: Callable[[Ctx], str]) -> Scenario:
-    """With no ADMIN_TOKEN configured the admin endpoints are not there."""
+    """To anyone but a platform administrator the admin endpoints are not there."""
 
     def scenario(c: Ctx) -> Any:
-        target = url(c)
-        c.app.config["ADMIN_TOKEN"] = None
-        return c.client.open(target, method=method.upper(), headers=ADMIN)
+        return c.client.open(url(c), method=method.upper())
 
     return scenario
 
 
 def admin_gate(method: str, url: Callable[[Ctx], str]) -> dict[int, Scenario]:
-    return {
-        400: lambda c: c.client.open(url(c) + "?unknown=1", method=method.upper(), headers=ADMIN),
-        401: lambda c: c.client.open(url(c), method=method.upper()),
-    }
+    return {400: lambda c: c.admin.open(url(c) + "?unknown=1", method=method.upper())}
 
 
 def while_backup_runs(send: Scenario) -> Scenario:
@@ -342,9 +390,7 @@ def while_backup_runs(send: Scenario) -> Scenario:
 def on_a_busy_backup(method: str, suffix: str = "") -> Scenario:
     def scenario(c: Ctx) -> Any:
         url = f"{BACKUPS}/{new_backup(c)}{suffix}"
-        return while_backup_runs(
-            lambda c: c.client.open(url, method=method.upper(), headers=ADMIN)
-        )(c)
+        return while_backup_runs(lambda c: c.admin.open(url, method=method.upper()))(c)
 
     return scenario
 
@@ -357,98 +403,337 @@ def damaged_backup(c: Ctx) -> str:
 
 
 def exported(c: Ctx) -> bytes:
-    return read_and_close(c.client.get(f"{c.workspace}/export", headers=ADMIN)).data
+    return read_and_close(c.client.get(f"{c.workspace}/export")).data
 
 
 def import_limited(c: Ctx) -> Any:
     c.app.config["WORKSPACE_IMPORT_MAX_BYTES"] = 1000
-    return c.client.post(IMPORT, data=b"x" * 1001, headers={**ADMIN, **GZIP})
+    return c.admin.post(IMPORT, data=b"x" * 1001, headers=GZIP)
 
 
 GZIP = {"Content-Type": "application/gzip"}
 ADMIN_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
     ("get", BACKUPS): {
-        200: lambda c: c.client.get(BACKUPS, headers=ADMIN),
+        200: lambda c: c.admin.get(BACKUPS),
         **admin_gate("get", lambda c: BACKUPS),
         404: admin_off("get", lambda c: BACKUPS),
     },
     ("post", BACKUPS): {
-        201: lambda c: c.client.post(BACKUPS, headers=ADMIN),
+        201: lambda c: c.admin.post(BACKUPS),
         **admin_gate("post", lambda c: BACKUPS),
         404: admin_off("post", lambda c: BACKUPS),
-        409: while_backup_runs(lambda c: c.client.post(BACKUPS, headers=ADMIN)),
+        409: while_backup_runs(lambda c: c.admin.post(BACKUPS)),
     },
     ("get", BACKUP): {
-        200: lambda c: c.client.get(f"{BACKUPS}/{new_backup(c)}", headers=ADMIN),
+        200: lambda c: c.admin.get(f"{BACKUPS}/{new_backup(c)}"),
         **admin_gate("get", lambda c: f"{BACKUPS}/{new_task_id()}"),
         404: [
-            lambda c: c.client.get(f"{BACKUPS}/{new_task_id()}", headers=ADMIN),
+            lambda c: c.admin.get(f"{BACKUPS}/{new_task_id()}"),
             admin_off("get", lambda c: f"{BACKUPS}/{new_backup(c)}"),
         ],
     },
     ("delete", BACKUP): {
-        204: lambda c: c.client.delete(f"{BACKUPS}/{new_backup(c)}", headers=ADMIN),
+        204: lambda c: c.admin.delete(f"{BACKUPS}/{new_backup(c)}"),
         **admin_gate("delete", lambda c: f"{BACKUPS}/{new_backup(c)}"),
         404: [
-            lambda c: c.client.delete(f"{BACKUPS}/{new_task_id()}", headers=ADMIN),
+            lambda c: c.admin.delete(f"{BACKUPS}/{new_task_id()}"),
             admin_off("delete", lambda c: f"{BACKUPS}/{new_backup(c)}"),
         ],
         409: on_a_busy_backup("delete"),
     },
     ("get", f"{BACKUP}/download"): {
-        200: lambda c: read_and_close(
-            c.client.get(f"{BACKUPS}/{new_backup(c)}/download", headers=ADMIN)
-        ),
+        200: lambda c: read_and_close(c.admin.get(f"{BACKUPS}/{new_backup(c)}/download")),
         **admin_gate("get", lambda c: f"{BACKUPS}/{new_task_id()}/download"),
         404: [
-            lambda c: c.client.get(f"{BACKUPS}/{new_task_id()}/download", headers=ADMIN),
+            lambda c: c.admin.get(f"{BACKUPS}/{new_task_id()}/download"),
             admin_off("get", lambda c: f"{BACKUPS}/{new_backup(c)}/download"),
         ],
     },
     ("post", f"{BACKUP}/restore"): {
-        200: lambda c: c.client.post(f"{BACKUPS}/{new_backup(c)}/restore", headers=ADMIN),
+        200: lambda c: c.admin.post(f"{BACKUPS}/{new_backup(c)}/restore"),
         **admin_gate("post", lambda c: f"{BACKUPS}/{new_backup(c)}/restore"),
         404: [
-            lambda c: c.client.post(f"{BACKUPS}/{new_task_id()}/restore", headers=ADMIN),
+            lambda c: c.admin.post(f"{BACKUPS}/{new_task_id()}/restore"),
             admin_off("post", lambda c: f"{BACKUPS}/{new_backup(c)}/restore"),
         ],
         409: on_a_busy_backup("post", "/restore"),
-        422: lambda c: c.client.post(f"{BACKUPS}/{damaged_backup(c)}/restore", headers=ADMIN),
+        422: lambda c: c.admin.post(f"{BACKUPS}/{damaged_backup(c)}/restore"),
     },
     ("get", EXPORT): {
-        200: lambda c: read_and_close(c.client.get(f"{c.workspace}/export", headers=ADMIN)),
-        **admin_gate("get", lambda c: f"{c.workspace}/export"),
-        404: [
-            lambda c: c.client.get(f"{c.missing_workspace}/export", headers=ADMIN),
-            admin_off("get", lambda c: f"{c.workspace}/export"),
-        ],
+        200: lambda c: read_and_close(c.client.get(f"{c.workspace}/export")),
+        400: lambda c: c.client.get(f"{c.workspace}/export?unknown=1"),
+        404: lambda c: c.client.get(f"{c.missing_workspace}/export"),
     },
     ("get", f"{AUDIT}/verify"): {
         # One event per call, of two (the workspace's and the task's): a next piece, so Link.
-        200: lambda c: c.client.get(f"{c.workspace}/audit/verify?limit=1", headers=ADMIN),
-        **admin_gate("get", lambda c: f"{c.workspace}/audit/verify"),
-        404: [
-            lambda c: c.client.get(f"{c.missing_workspace}/audit/verify", headers=ADMIN),
-            admin_off("get", lambda c: f"{c.workspace}/audit/verify"),
-        ],
+        200: lambda c: c.client.get(f"{c.workspace}/audit/verify?limit=1"),
+        400: lambda c: c.client.get(f"{c.workspace}/audit/verify?unknown=1"),
+        404: lambda c: c.client.get(f"{c.missing_workspace}/audit/verify"),
     },
     ("post", IMPORT): {
-        201: lambda c: c.client.post(IMPORT, data=exported(c), headers={**ADMIN, **GZIP}),
+        201: lambda c: c.admin.post(IMPORT, data=exported(c), headers=GZIP),
         400: [
-            lambda c: c.client.post(IMPORT + "?unknown=1", data=b"", headers={**ADMIN, **GZIP}),
-            lambda c: c.client.post(
-                IMPORT, data={"x": "1"}, headers=ADMIN, content_type="multipart/form-data"
-            ),
+            lambda c: c.admin.post(IMPORT + "?unknown=1", data=b"", headers=GZIP),
+            lambda c: c.admin.post(IMPORT, data={"x": "1"}, content_type="multipart/form-data"),
         ],
-        401: lambda c: c.client.post(IMPORT, data=b"", headers=GZIP),
         404: admin_off("post", lambda c: IMPORT),
         413: import_limited,
-        415: lambda c: c.client.post(IMPORT, json={}, headers=ADMIN),
-        422: lambda c: c.client.post(IMPORT, data=b"not gzip", headers={**ADMIN, **GZIP}),
+        415: lambda c: c.admin.post(IMPORT, json={}),
+        422: lambda c: c.admin.post(IMPORT, data=b"not gzip", headers=GZIP),
     },
 }
 
+PASSWORD = "a passphrase long enough for the policy"
+AUTH = "/api/v2/auth"
+
+
+def registered(c: Ctx) -> FlaskClient:
+    """A client signed in as a new account with PASSWORD."""
+    c.anonymous.post(f"{AUTH}/register", json={"email": "spec@example.com", "password": PASSWORD})
+    tokens = c.anonymous.post(
+        f"{AUTH}/login", json={"email": "spec@example.com", "password": PASSWORD}
+    ).json
+    c.refresh_token = tokens["refresh_token"]  # type: ignore[attr-defined]
+    return c.app.test_client(token=tokens["access_token"])
+
+
+def with_totp(c: Ctx) -> tuple[FlaskClient, Any]:
+    """A signed-in account whose second factor is on; its pyotp.TOTP."""
+    import pyotp
+
+    user = registered(c)
+    totp = pyotp.TOTP(user.post(f"{AUTH}/mfa/totp").json["secret"])
+    codes = user.post(f"{AUTH}/mfa/totp/confirm", json={"code": totp.now()}).json
+    c.recovery_codes = codes["recovery_codes"]  # type: ignore[attr-defined]
+    return user, totp
+
+
+def mfa_ticket(c: Ctx) -> str:
+    with_totp(c)
+    return c.anonymous.post(
+        f"{AUTH}/login", json={"email": "spec@example.com", "password": PASSWORD}
+    ).json["mfa_token"]
+
+
+AUTH_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
+    ("post", f"{AUTH}/register"): {
+        **body_errors(
+            "POST",
+            lambda c: f"{AUTH}/register",
+            {"email": "new@example.com", "password": PASSWORD},
+            ok_status=201,
+        ),
+        409: lambda c: c.anonymous.post(
+            f"{AUTH}/register", json={"email": "owner@example.com", "password": PASSWORD}
+        ),
+    },
+    ("post", f"{AUTH}/login"): {
+        **body_errors(
+            "POST",
+            lambda c: f"{AUTH}/login",
+            {"email": "spec@example.com", "password": PASSWORD},
+        ),
+        200: lambda c: (
+            registered(c),
+            c.anonymous.post(
+                f"{AUTH}/login", json={"email": "spec@example.com", "password": PASSWORD}
+            ),
+        )[1],
+        401: lambda c: c.anonymous.post(
+            f"{AUTH}/login", json={"email": "nobody@example.com", "password": PASSWORD}
+        ),
+    },
+    ("post", f"{AUTH}/login/mfa"): {
+        **body_errors("POST", lambda c: f"{AUTH}/login/mfa", {"mfa_token": "x", "code": "1"}),
+        200: lambda c: c.anonymous.post(
+            f"{AUTH}/login/mfa",
+            json={"mfa_token": mfa_ticket(c), "recovery_code": c.recovery_codes[0]},
+        ),
+        401: lambda c: c.anonymous.post(
+            f"{AUTH}/login/mfa", json={"mfa_token": "not.a.token", "code": "123456"}
+        ),
+    },
+    ("post", f"{AUTH}/refresh"): {
+        **body_errors("POST", lambda c: f"{AUTH}/refresh", {"refresh_token": "x"}),
+        200: lambda c: (
+            registered(c),
+            c.anonymous.post(f"{AUTH}/refresh", json={"refresh_token": c.refresh_token}),
+        )[1],
+        401: lambda c: c.anonymous.post(f"{AUTH}/refresh", json={"refresh_token": "a.b.c"}),
+    },
+    ("post", f"{AUTH}/logout"): {
+        204: lambda c: c.client.post(f"{AUTH}/logout"),
+        400: unknown_parameter_post(lambda c: f"{AUTH}/logout"),
+    },
+    ("post", f"{AUTH}/logout-everywhere"): {
+        204: lambda c: c.client.post(f"{AUTH}/logout-everywhere"),
+        400: unknown_parameter_post(lambda c: f"{AUTH}/logout-everywhere"),
+    },
+    ("get", f"{AUTH}/me"): {
+        200: lambda c: c.client.get(f"{AUTH}/me"),
+        400: unknown_parameter(lambda c: f"{AUTH}/me"),
+    },
+    ("post", f"{AUTH}/password"): {
+        **body_errors(
+            "POST",
+            lambda c: f"{AUTH}/password",
+            {"current_password": PASSWORD, "new_password": PASSWORD + " changed"},
+            ok_status=204,
+        ),
+        204: lambda c: registered(c).post(
+            f"{AUTH}/password",
+            json={"current_password": PASSWORD, "new_password": PASSWORD + " changed"},
+        ),
+        401: lambda c: registered(c).post(
+            f"{AUTH}/password",
+            json={"current_password": "wrong one", "new_password": PASSWORD + " changed"},
+        ),
+        422: lambda c: registered(c).post(
+            f"{AUTH}/password", json={"current_password": PASSWORD, "new_password": "short"}
+        ),
+    },
+    ("post", f"{AUTH}/mfa/totp"): {
+        201: lambda c: registered(c).post(f"{AUTH}/mfa/totp"),
+        400: unknown_parameter_post(lambda c: f"{AUTH}/mfa/totp"),
+        409: lambda c: with_totp(c)[0].post(f"{AUTH}/mfa/totp"),
+    },
+    ("delete", f"{AUTH}/mfa/totp"): {
+        **body_errors(
+            "DELETE",
+            lambda c: f"{AUTH}/mfa/totp",
+            {"password": PASSWORD, "code": "123456"},
+            ok_status=204,
+        ),
+        204: lambda c: (
+            lambda user, totp: user.delete(
+                f"{AUTH}/mfa/totp", json={"password": PASSWORD, "code": totp.at(time.time() + 30)}
+            )
+        )(*with_totp(c)),  # fmt: skip
+        401: lambda c: (
+            lambda user, totp: user.delete(
+                f"{AUTH}/mfa/totp", json={"password": "wrong one", "code": totp.now()}
+            )
+        )(*with_totp(c)),  # fmt: skip
+        409: lambda c: registered(c).delete(
+            f"{AUTH}/mfa/totp", json={"password": PASSWORD, "code": "123456"}
+        ),
+    },
+    ("post", f"{AUTH}/mfa/totp/confirm"): {
+        **body_errors("POST", lambda c: f"{AUTH}/mfa/totp/confirm", {"code": "123456"}),
+        200: lambda c: (
+            lambda user: (
+                lambda totp: user.post(f"{AUTH}/mfa/totp/confirm", json={"code": totp.now()})
+            )(__import__("pyotp").TOTP(user.post(f"{AUTH}/mfa/totp").json["secret"]))
+        )(registered(c)),  # fmt: skip
+        409: lambda c: registered(c).post(f"{AUTH}/mfa/totp/confirm", json={"code": "123456"}),
+    },
+    ("get", "/.well-known/jwks.json"): {
+        200: lambda c: c.anonymous.get("/.well-known/jwks.json"),
+        400: unknown_parameter(lambda c: "/.well-known/jwks.json"),
+    },
+}
+
+MEMBERS = "/api/v2/workspaces/{workspace_id}/members"
+KEYS = "/api/v2/workspaces/{workspace_id}/api-keys"
+
+
+def member_url(c: Ctx) -> str:
+    viewer_id = c.viewer.get(f"{AUTH}/me").json["id"]
+    return f"{c.workspace}/members/{viewer_id}"
+
+
+ACCESS_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
+    ("get", MEMBERS): {
+        200: lambda c: c.client.get(f"{c.workspace}/members"),
+        400: unknown_parameter(lambda c: f"{c.workspace}/members"),
+        404: lambda c: c.client.get(f"{c.missing_workspace}/members"),
+    },
+    ("post", MEMBERS): {
+        **body_errors(
+            "POST",
+            lambda c: f"{c.workspace}/members",
+            {"email": "outsider@example.com", "role": "member"},
+            ok_status=201,
+        ),
+        201: lambda c: (c.outsider, c.client.post(
+            f"{c.workspace}/members", json={"email": "outsider@example.com", "role": "member"}
+        ))[1],  # fmt: skip
+        404: lambda c: c.client.post(
+            f"{c.missing_workspace}/members", json={"email": "x@example.com", "role": "member"}
+        ),
+        409: lambda c: c.client.post(
+            f"{c.workspace}/members", json={"email": "viewer@example.com", "role": "member"}
+        ),
+    },
+    ("patch", f"{MEMBERS}/{{user_id}}"): {
+        **body_errors("PATCH", member_url, {"role": "member"}),
+        404: lambda c: c.client.patch(
+            f"{c.workspace}/members/{new_task_id()}", json={"role": "member"}
+        ),
+        409: lambda c: c.client.patch(
+            f"{c.workspace}/members/{c.client.get(f'{AUTH}/me').json['id']}",
+            json={"role": "viewer"},
+        ),
+    },
+    ("get", f"{MEMBERS}/{{user_id}}"): {
+        200: lambda c: c.client.get(member_url(c)),
+        400: lambda c: c.client.get(member_url(c) + "?unknown=1"),
+        404: lambda c: c.client.get(f"{c.workspace}/members/{new_task_id()}"),
+    },
+    ("delete", f"{MEMBERS}/{{user_id}}"): {
+        204: lambda c: c.client.delete(member_url(c)),
+        400: lambda c: c.client.delete(member_url(c) + "?unknown=1"),
+        404: lambda c: c.client.delete(f"{c.workspace}/members/{new_task_id()}"),
+        409: lambda c: c.client.delete(
+            f"{c.workspace}/members/{c.client.get(f'{AUTH}/me').json['id']}"
+        ),
+    },
+    ("get", KEYS): {
+        200: lambda c: c.client.get(f"{c.workspace}/api-keys"),
+        400: unknown_parameter(lambda c: f"{c.workspace}/api-keys"),
+        404: lambda c: c.client.get(f"{c.missing_workspace}/api-keys"),
+    },
+    ("post", KEYS): {
+        **body_errors("POST", lambda c: f"{c.workspace}/api-keys", {"name": "ci"}, ok_status=201),
+        404: lambda c: c.client.post(f"{c.missing_workspace}/api-keys", json={"name": "ci"}),
+        409: lambda c: too_many_keys(c),
+    },
+    ("get", f"{KEYS}/{{key_id}}"): {
+        200: lambda c: c.client.get(f"{c.workspace}/api-keys/{c.key_id}"),
+        400: lambda c: c.client.get(f"{c.workspace}/api-keys/{c.key_id}?unknown=1"),
+        404: lambda c: c.client.get(f"{c.workspace}/api-keys/{new_task_id()}"),
+    },
+    ("delete", f"{KEYS}/{{key_id}}"): {
+        204: lambda c: c.client.delete(f"{c.workspace}/api-keys/{c.key_id}"),
+        400: lambda c: c.client.delete(f"{c.workspace}/api-keys/{c.key_id}?unknown=1"),
+        404: lambda c: c.client.delete(f"{c.workspace}/api-keys/{new_task_id()}"),
+    },
+    ("post", f"{KEYS}/{{key_id}}/rotate"): {
+        **body_errors(
+            "POST",
+            lambda c: f"{c.workspace}/api-keys/{c.key_id}/rotate",
+            {"overlap_seconds": 60},
+            ok_status=201,
+        ),
+        404: lambda c: c.client.post(f"{c.workspace}/api-keys/{new_task_id()}/rotate", json={}),
+    },
+}
+
+
+def too_many_keys(c: Ctx) -> Any:
+    from app.api_keys import service
+
+    assert c.key_id  # one key exists
+    limit, service.MAX_ACTIVE_KEYS = service.MAX_ACTIVE_KEYS, 1
+    try:
+        return c.client.post(f"{c.workspace}/api-keys", json={"name": "one too many"})
+    finally:
+        service.MAX_ACTIVE_KEYS = limit
+
+
 SCENARIOS = {
+    **AUTH_SCENARIOS,
+    **ACCESS_SCENARIOS,
     **COMMON_SCENARIOS,
     **task_scenarios("1"),
     **task_scenarios("2"),
@@ -458,9 +743,55 @@ SCENARIOS = {
 }
 
 
+SPEC = make_app("testing").test_client().get("/swagger.json").json
+
+
+def concrete_url(c: Ctx, path: str) -> str:
+    """The operation's path with the context's ids (others: ids that exist nowhere)."""
+    url = path.replace("/api/v2/workspaces/{workspace_id}", c.workspace)
+    if "{task_id}" in url:
+        url = url.replace("{task_id}", c.task_id)
+    if "{key_id}" in url:
+        url = url.replace("{key_id}", c.key_id)
+    return url.replace("{user_id}", str(new_task_id())).replace("{backup_id}", str(new_task_id()))
+
+
+def refused(operation: dict[str, Any], path: str, method: str) -> Scenario:
+    """The 403 of an operation: a viewer for a workspace action a viewer lacks, an API key for
+    what only users may do; with the spec's example body, so nothing else can go wrong first."""
+    body = example_body(operation, SPEC)
+    caller = "key" if operation["x-permission"] == USERS_ONLY else "viewer"
+    return lambda c: getattr(c, caller).open(
+        concrete_url(c, path), method=method.upper(), json=body
+    )
+
+
+def anonymous(path: str, method: str) -> Scenario:
+    return lambda c: c.anonymous.open(concrete_url(c, path), method=method.upper())
+
+
+def _with_access_scenarios(
+    scenarios: dict[tuple[str, str], dict[int, Scenario]],
+) -> dict[tuple[str, str], dict[int, Scenario]]:
+    """Every documented 401 and 403 gets its scenario from the operation's x-permission."""
+    for path, item in SPEC["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            own = scenarios.setdefault((method, path), {})
+            if "401" in operation["responses"] and 401 not in own:
+                own[401] = anonymous(path, method)
+            if "403" in operation["responses"] and 403 not in own:
+                own[403] = refused(operation, path, method)
+    return scenarios
+
+
+SCENARIOS = _with_access_scenarios(SCENARIOS)
+
+
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    return make_app("testing").test_client().get("/swagger.json").json
+    return SPEC
 
 
 def documented_operations(spec: dict[str, Any]) -> dict[tuple[str, str], set[int]]:
@@ -514,8 +845,7 @@ def test_each_documented_response_really_happens_as_documented(
     tmp_path: Path,
 ) -> None:
     version = "1" if operation[1].startswith("/api/v1/") else "2"
-    admin = {"ADMIN_TOKEN": ADMIN_TOKEN, "BACKUP_DIR": str(tmp_path)}
-    ctx = Ctx(make_app(env, MAX_CONTENT_LENGTH=1024 * 1024, **admin), version)
+    ctx = Ctx(make_app(env, MAX_CONTENT_LENGTH=1024 * 1024, BACKUP_DIR=str(tmp_path)), version)
     scenarios = SCENARIOS[operation][status]
     scenario = scenarios[variant] if isinstance(scenarios, list) else scenarios
     response = scenario(ctx)

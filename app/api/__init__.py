@@ -18,7 +18,7 @@ from app.api_keys import routes as api_keys
 from app.audit import routes as audit
 from app.auth import routes as auth
 from app.backups import routes as backups
-from app.core.admin import AUTHORIZATIONS, BEARER, init_admin
+from app.core.admin import AUTHORIZATIONS, BEARER
 from app.hello import routes as hello
 from app.members import routes as members
 from app.tasks import routes as tasks
@@ -127,6 +127,5 @@ def create_api(app: Flask) -> Api:
     api.add_namespace(problems.ns, path="/problems")
     api.add_namespace(auth.well_known, path="/.well-known")
     api.init_app(app)
-    init_admin(app)  # after the routes: it gates those documented as admin
     app.extensions["api"] = api
     return api

@@ -13,6 +13,7 @@ from app.api.resource import ApiResource
 from app.api_keys import api_key_service
 from app.api_keys.schemas import (
     MODELS,
+    api_key,
     created_key,
     created_to_dict,
     key_input,
@@ -82,6 +83,15 @@ class ApiKeyCollection(ApiResource):
 @ns.param("key_id", "The key's id", format="uuid")
 class ApiKeyItem(ApiResource):
     @requires(ns, Action.API_KEYS_MANAGE)
+    @ns.doc("get_api_key", description="One key (never its secret).")
+    @ns.response(200, "The key", api_key)
+    @ns.response(400, QUERY_ERROR, problem)
+    @ns.response(403, _MANAGERS, problem)
+    @ns.response(404, "No such workspace or key (or not yours)", problem)
+    def get(self, workspace_id: uuid.UUID, key_id: uuid.UUID) -> Response:
+        return json_response(key_to_dict(api_key_service().get(workspace_id, key_id)), etag=False)
+
+    @requires(ns, Action.API_KEYS_MANAGE)
     @ns.doc("revoke_api_key", description="Revoke the key: it stops working at once.")
     @ns.response(204, "Revoked")
     @ns.response(400, QUERY_ERROR, problem)
@@ -110,7 +120,8 @@ class ApiKeyRotation(ApiResource):
     @ns.response(404, "No such live key in this workspace (or not yours)", problem)
     @ns.response(422, "overlap_seconds is invalid", problem)
     def post(self, workspace_id: uuid.UUID, key_id: uuid.UUID) -> Response:
-        document = checked(rotate_input, json_body())
+        # No body at all means the defaults ({}); a body must be JSON.
+        document = checked(rotate_input, json_body() if request.content_length else {})
         created = api_key_service().rotate(
             workspace_id, key_id, int(document.get("overlap_seconds") or 0)
         )

@@ -7,7 +7,7 @@ from typing import Any
 from flask_restx import Model, fields
 
 from app.api_keys.service import MAX_LIFETIME_DAYS, MAX_ROTATION_OVERLAP, ApiKey, CreatedKey
-from app.tasks.schemas import iso_utc
+from app.tasks.schemas import NullableString, iso_utc
 
 key_input = Model(
     "ApiKeyInput",
@@ -19,7 +19,7 @@ key_input = Model(
             example=["read", "write"],
         ),
         "expires_in_days": fields.Integer(
-            minimum=1, maximum=MAX_LIFETIME_DAYS, description="Omit or null: no expiry", example=90
+            min=1, max=MAX_LIFETIME_DAYS, description="Omit or null: no expiry", example=90
         ),
     },
     strict=True,
@@ -29,8 +29,8 @@ rotate_input = Model(
     "ApiKeyRotation",
     {
         "overlap_seconds": fields.Integer(
-            minimum=0,
-            maximum=MAX_ROTATION_OVERLAP,
+            min=0,  # flask-restx's names: minimum= and maximum= are silently dropped
+            max=MAX_ROTATION_OVERLAP,
             description="How long the old key keeps working (0: revoked at once)",
             example=3600,
         )
@@ -45,11 +45,11 @@ api_key = Model(
         "prefix": fields.String(description="Shown in tm_<prefix>_...", example="k7d2m4qa"),
         "name": fields.String(example="CI pipeline"),
         "scopes": fields.List(fields.String, example=["read", "write"]),
-        "created_by": fields.String(description="The user who made it"),
+        "created_by": NullableString(description="The user who made it"),
         "created_at": fields.String(example="2026-11-26T10:00:00.000Z"),
-        "expires_at": fields.String(description="null: never"),
-        "revoked_at": fields.String(description="null: not revoked"),
-        "last_used_at": fields.String(description="Within a minute; null: never used"),
+        "expires_at": NullableString(description="null: never"),
+        "revoked_at": NullableString(description="null: not revoked"),
+        "last_used_at": NullableString(description="Within a minute; null: never used"),
     },
 )
 

@@ -21,6 +21,8 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +39,7 @@ from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.db import db
 from app.db.shards import outside_transaction
 from app.tasks.models import new_task_id, utc_now
+from app.workspaces.models import WorkspaceRow
 from app.workspaces.service import WorkspaceService
 
 KEY_MARK = "tm_"
@@ -164,6 +167,13 @@ class ApiKeyService:
         )
         return [_to_key(row) for row in rows]
 
+    def get(self, workspace_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+        self.directory.access(workspace_id, Action.API_KEYS_MANAGE)
+        row = self.session.get(ApiKeyRow, key_id)
+        if row is None or row.workspace_id != workspace_id:
+            raise ApiKeyNotFound()
+        return _to_key(row)
+
     def create(self, workspace_id: uuid.UUID, document: Any) -> CreatedKey:
         self.directory.access(workspace_id, Action.API_KEYS_MANAGE)
         name, scopes, days = key_fields(document)
@@ -205,6 +215,8 @@ class ApiKeyService:
             now = utc_now()
             if old.revoked_at is not None or (old.expires_at and old.expires_at <= now):
                 raise ApiKeyNotFound()
+            if overlap:  # both work for a while: the new one must fit beside the others
+                self._check_room(workspace_id, besides=old.id)
             created = self._insert(
                 workspace_id, old.name, tuple(old.scopes.split()), old.expires_at
             )
@@ -249,11 +261,12 @@ class ApiKeyService:
         self.session.flush()
         return CreatedKey(_to_key(row), whole)
 
-    def _check_room(self, workspace_id: uuid.UUID) -> None:
+    def _check_room(self, workspace_id: uuid.UUID, besides: uuid.UUID | None = None) -> None:
         now = utc_now()
         active = self.session.scalar(
             select(func.count()).where(
                 ApiKeyRow.workspace_id == workspace_id,
+                ApiKeyRow.id != besides if besides is not None else ApiKeyRow.id.is_not(None),
                 ApiKeyRow.revoked_at.is_(None),
                 or_(ApiKeyRow.expires_at.is_(None), ApiKeyRow.expires_at > now),
             )
@@ -267,12 +280,18 @@ class ApiKeyService:
             raise ApiKeyNotFound()
         return row
 
-    def _write(self, workspace_id: uuid.UUID) -> Any:
+    @contextmanager
+    def _write(self, workspace_id: uuid.UUID) -> Iterator[None]:
+        """A write transaction holding the directory entry's lock, so two creations cannot
+        both pass the cap (SQLite's BEGIN IMMEDIATE serialises them anyway)."""
         if self.session.in_transaction():
             self.session.rollback()
-        transaction = self.session.begin()
-        self.session.connection(execution_options={"write_transaction": True})
-        return transaction
+        with self.session.begin():
+            self.session.connection(execution_options={"write_transaction": True})
+            self.session.execute(
+                select(WorkspaceRow.id).where(WorkspaceRow.id == workspace_id).with_for_update()
+            )
+            yield
 
 
 # --- Checking a presented key (every request that sends one) -----------------------------------

@@ -21,7 +21,8 @@ from app.audit.service import (
 from app.core.errors import ValidationProblem
 from app.tasks.schemas import DATETIME_RULE, NullableString, int_param, iso_utc, parse_datetime
 
-_NAME = re.compile(r"[a-z][a-z0-9_.]{0,49}")  # action, entity_type, actor
+_NAME = re.compile(r"[a-z][a-z0-9_.]{0,49}")  # action, entity_type
+_ACTOR = re.compile(r"[a-z][a-z0-9_.:-]{0,49}")  # system, anonymous, user:<uuid>, key:<prefix>
 _ENTITY_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 # An event id as the API writes it: a UUIDv7, lower-case, hyphenated.
 _EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -46,7 +47,11 @@ FILTER_PARAMS: dict[str, dict[str, Any]] = {
     "entity_type": {"in": "query", "type": "string", "description": "task or workspace"},
     "entity_id": {"in": "query", "type": "string", "description": "The entity's id"},
     "action": {"in": "query", "type": "string", "description": "e.g. task.updated"},
-    "actor": {"in": "query", "type": "string", "description": "anonymous, admin or system"},
+    "actor": {
+        "in": "query",
+        "type": "string",
+        "description": "user:<id>, key:<prefix>, anonymous or system",
+    },
     "since": {
         "in": "query",
         "type": "string",
@@ -101,7 +106,11 @@ audit_event = Model(
             description="The database whose chain holds it", example="control"
         ),
         "occurred_at": fields.String(example="2026-11-27T10:00:00.000Z"),
-        "actor": fields.String(description="anonymous, admin or system", example="anonymous"),
+        "actor": fields.String(
+            description="Who acted: user:<id>, key:<prefix>, anonymous (nobody signed in) or "
+            "system (the CLI, maintenance)",
+            example="user:01935f3a-6b1e-7000-8000-0000000000aa",
+        ),
         "action": fields.String(example="task.updated"),
         "entity_type": fields.String(example="task"),
         "entity_id": fields.String(example="01a19b7d-90e0-7ced-8f5b-e2db23a6513e"),
@@ -180,9 +189,12 @@ def parse_list_params(args: MultiDict[str, str]) -> tuple[EventFilter, int, str 
     values: dict[str, Any] = {}
     for name in ("entity_type", "action", "actor"):
         raw = args.get(name)
-        if raw is not None and not _NAME.fullmatch(raw):
+        pattern, allowed = (
+            (_ACTOR, "a-z 0-9 _ . : -") if name == "actor" else (_NAME, "a-z 0-9 _ .")
+        )
+        if raw is not None and not pattern.fullmatch(raw):
             errors.append(
-                {"parameter": name, "detail": "must be 1-50 of a-z 0-9 _ . starting with a letter"}
+                {"parameter": name, "detail": f"must be 1-50 of {allowed} starting with a letter"}
             )
         values[name] = raw
     raw_id = args.get("entity_id")

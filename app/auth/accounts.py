@@ -11,6 +11,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import record_event
+from app.auth import credentials
 from app.auth.models import MembershipRow, UserRow
 from app.auth.permissions import Role
 from app.auth.service import AccountService, User, to_user
@@ -27,8 +28,13 @@ def create_admin(session: Session, config: Any, email: str, password: str) -> tu
     """A platform administrator (a new account, or an existing one promoted), made owner of
     every workspace that has no owner. Returns the user and how many workspaces it now owns."""
     accounts = AccountService(session, config)
-    existing = session.scalars(select(UserRow).where(UserRow.email == email.strip().lower()))
-    row = existing.first()
+    try:
+        normalised = credentials.normalise_email(email)
+    except ValueError:
+        normalised = None  # register() below says what is wrong with it
+    row = None
+    if normalised is not None:
+        row = session.scalars(select(UserRow).where(UserRow.email == normalised)).first()
     if row is None:
         user = accounts.register(email, password, platform_admin=True)
     else:

@@ -7,6 +7,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from app.auth.accounts import create_admin
+from app.core.errors import ApiProblem
 from app.db import db
 
 
@@ -27,7 +28,14 @@ def register_users_cli(app: Flask) -> None:
     def create_admin_command(email: str, password: str) -> None:
         """Create a platform administrator (or promote an existing account) and make them the
         owner of every workspace that has no owner, e.g. after upgrading a chapter 3 database."""
-        user, adopted = create_admin(db.session(), current_app.config, email, password)
+        try:
+            user, adopted = create_admin(db.session(), current_app.config, email, password)
+        except ApiProblem as problem:  # a refused email or password: say which, no traceback
+            reasons = "; ".join(
+                f"{error.get('pointer', '')[2:]} {error['detail']}"
+                for error in problem.extensions.get("errors", [])
+            )
+            raise click.ClickException(f"{problem.detail} {reasons}".strip()) from None
         click.echo(f"Platform administrator {user.email} ({user.id}).")
         click.echo(f"Now the owner of {adopted} workspace(s) that had no owner.")
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from flask import has_app_context
 from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from app.audit.service import record_event
@@ -25,7 +27,7 @@ from app.auth import credentials
 from app.auth.errors import InvalidCredentials, InvalidToken
 from app.auth.login_throttle import LoginThrottle
 from app.auth.models import AuthSessionRow, RefreshTokenRow, UserRow
-from app.auth.principal import Principal
+from app.auth.principal import Principal, current_principal
 from app.auth.tokens import (
     REFRESH,
     IssuedToken,
@@ -123,7 +125,12 @@ class AccountService:
             )
             self.session.add(row)
             self.session.flush()
-            self.audit("user.registered", row.id, {"platform_admin": platform_admin})
+            self.audit(
+                "user.registered",
+                row.id,
+                {"platform_admin": platform_admin},
+                actor=None if current_principal() else f"user:{row.id}",
+            )
         return to_user(row)
 
     def user(self, user_id: uuid.UUID) -> User:
@@ -213,7 +220,7 @@ class AccountService:
                     expires_at=refresh.expires_at,
                 )
             )
-            self.audit(action, user_id, {"session": session_id, **details})
+            self.audit(action, user_id, {"session": session_id, **details}, actor=f"user:{user_id}")
         return TokenPair(issue_access_token(user_id, session_id), refresh, session_id)
 
     def refresh(self, token: str) -> TokenPair:
@@ -247,10 +254,11 @@ class AccountService:
                     reused = True
                     auth_session.revoked_at = now
                     auth_session.revoked_reason = "refresh_token_reused"
-                    self.audit(
+                    self.audit(  # the session's user: whoever holds the token acts as them
                         "user.refresh_token_reused",
                         auth_session.user_id,
                         {"session": auth_session.id, "jti": row.jti},
+                        actor=f"user:{auth_session.user_id}",
                     )
                 else:  # retire the successor the client never received
                     successor.used_at = now
@@ -350,9 +358,19 @@ class AccountService:
         self.session.connection(execution_options={"write_transaction": True})
         return transaction
 
-    def audit(self, action: str, user_id: uuid.UUID | str, details: dict[str, Any]) -> None:
+    def audit(
+        self,
+        action: str,
+        user_id: uuid.UUID | str,
+        details: dict[str, Any],
+        *,
+        actor: str | None = None,
+    ) -> None:
+        """An account event in the platform chain; ``actor`` when the request has no
+        authenticated caller yet but we know who acts (signing up, logging in)."""
         record_event(
             self.session,
+            actor=actor,
             action=action,
             entity_type="user",
             entity_id=user_id,
@@ -365,3 +383,26 @@ class AccountService:
     ) -> None:
         with self.write_transaction():
             self.audit(action, user_id, details)
+
+
+def end_every_session(control: Engine, reason: str) -> int:
+    """Revoke every live session (after a restore: the restored tables may hold sessions that
+    were ended since the backup, and nothing says which). Everyone logs in again."""
+    now = utc_now()
+    with control.connect() as connection:
+        connection.execution_options(write_transaction=True)  # SQLite: BEGIN IMMEDIATE
+        with connection.begin():
+            ended = list(
+                connection.scalars(
+                    select(AuthSessionRow.id).where(AuthSessionRow.revoked_at.is_(None))
+                )
+            )
+            connection.execute(
+                update(AuthSessionRow)
+                .where(AuthSessionRow.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason=reason)
+            )
+    if has_app_context():
+        revocations().revoked(ended)
+    return len(ended)
+

@@ -19,6 +19,7 @@ from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
 from app.audit.service import record_event
+from app.auth.service import end_every_session
 from app.backups.placement import settle_after_restore, switch_count
 from app.backups.service import Backup, BackupService, database_key
 from app.db import db
@@ -105,5 +106,14 @@ def backup_service(app: Flask | None = None) -> BackupService:
         on_event=audit,
         # One shard: no workspace can change shard, and nothing need be counted.
         placement=partial(switch_count, registry.control) if len(registry.names) > 1 else None,
-        settle=partial(settle_after_restore, registry),
+        settle=partial(_settle_after_restore, registry),
     )
+
+
+def _settle_after_restore(registry: ShardRegistry) -> dict[str, Any]:
+    """What a restore leaves to finish: half-done moves and deletes, and every session (the
+    restored tables would revive sessions ended since the backup was taken)."""
+    settled: dict[str, Any] = dict(settle_after_restore(registry))
+    settled["sessions_ended"] = end_every_session(registry.control, "restore")
+    return settled
+

@@ -76,6 +76,7 @@ class AdminResource(ApiResource):
 
     def dispatch_request(self, *args: Any, **kwargs: Any) -> Any:
         require_platform_admin()
+        db.session.rollback()  # end the checks' read: on SQLite it would block writers meanwhile
         return super().dispatch_request(*args, **kwargs)
 
 

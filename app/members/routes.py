@@ -83,6 +83,14 @@ class MemberCollection(ApiResource):
 @ns.param("workspace_id", **_WORKSPACE)
 @ns.param("user_id", **_USER)
 class MemberItem(ApiResource):
+    @requires(ns, Action.MEMBERS_READ)
+    @ns.doc("get_member", description="One member and their role.")
+    @ns.response(200, "The membership", member)
+    @ns.response(400, QUERY_ERROR, problem)
+    @ns.response(404, "No such workspace or member (or not yours)", problem)
+    def get(self, workspace_id: uuid.UUID, user_id: uuid.UUID) -> Response:
+        return json_response(member_to_dict(membership_service().get(workspace_id, user_id)))
+
     @requires(ns, Action.MEMBERS_MANAGE)
     @ns.doc(
         "change_member_role",

@@ -107,6 +107,17 @@ class MembershipService:
         )
         return [_member(row, email) for row, email in rows]
 
+    def get(self, workspace_id: uuid.UUID, user_id: uuid.UUID) -> Member:
+        self.directory.access(workspace_id, Action.MEMBERS_READ)
+        found = self.session.execute(
+            select(MembershipRow, UserRow.email)
+            .join(UserRow, UserRow.id == MembershipRow.user_id)
+            .where(MembershipRow.workspace_id == workspace_id, MembershipRow.user_id == user_id)
+        ).one_or_none()
+        if found is None:
+            raise MemberNotFound()
+        return _member(*found)
+
     def add(self, workspace_id: uuid.UUID, email: str, role: Role) -> Member:
         self.directory.access(workspace_id, Action.MEMBERS_MANAGE)
         try:
