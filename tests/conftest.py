@@ -20,7 +20,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.auth.accounts import seed_demo_user
 from app.auth.keys import rotate
+from app.db import db
 from app.tasks import seed_demo_tasks
 from tests.auth import BearerClient, add_user
 from tests.databases import fresh_databases
@@ -68,6 +70,7 @@ def make_app(env: str = "testing", *, seed: bool | None = None, **overrides: Any
     if seed if seed is not None else app.config["SEED_DEMO_DATA"]:
         with app.app_context():
             seed_demo_tasks()
+            seed_demo_user(db.session(), app.config)  # as flask db-prepare does
     return app
 
 

@@ -90,6 +90,18 @@ def seed_demo_user(session: Session, config: Any) -> bool:
     if session.scalar(select(UserRow.id).where(UserRow.email == DEMO_EMAIL)) is not None:
         return False
     user, _ = create_admin(session, config, DEMO_EMAIL, DEMO_PASSWORD)
-    if session.get(MembershipRow, (DEFAULT_WORKSPACE_ID, user.id)) is None:
-        adopt_orphan_workspaces(session, user.id)
+    if session.in_transaction():
+        session.rollback()
+    with session.begin():
+        if session.get(MembershipRow, (DEFAULT_WORKSPACE_ID, user.id)) is None:
+            now = utc_now()
+            session.add(
+                MembershipRow(
+                    workspace_id=DEFAULT_WORKSPACE_ID,
+                    user_id=user.id,
+                    role=Role.OWNER.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
     return True

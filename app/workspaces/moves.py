@@ -178,11 +178,15 @@ Progress = Callable[[MoveEvent], None]
 
 
 def shard_tables() -> list[Table]:
-    """Every table that holds a workspace's rows in its shard, parents before children."""
+    """Every table that holds a workspace's rows in its shard, parents before children. Tables
+    that point at the directory (memberships, API keys, IP rules) live beside it in the control
+    database and never move."""
     return [
         table
         for table in Base.metadata.sorted_tables
-        if "workspace_id" in table.c and table.name != _DIRECTORY.name
+        if "workspace_id" in table.c
+        and table.name != _DIRECTORY.name
+        and not any(key.column.table.name == _DIRECTORY.name for key in table.foreign_keys)
     ]
 
 
