@@ -34,6 +34,34 @@ PRODUCTION_TEST_SECRET = "kq3V9x0bM8uZr2tLw7pYc4nJd6hEa1sGf5iTo"
 _apps: list[Flask] = []
 
 
+_REDIS_RUN = uuid.uuid4().hex[:12]
+_redis_apps = iter(range(1, 1 << 62))
+
+
+def _redis_prefix() -> str:
+    """A key prefix of one app's own, under this run's (cleaned when the run ends)."""
+    if not getattr(_redis_prefix, "cleanup_registered", False):
+        _redis_prefix.cleanup_registered = True  # type: ignore[attr-defined]
+        atexit.register(_delete_redis_keys, os.environ["REDIS_URL"], f"*taskapi-run-{_REDIS_RUN}-*")
+    return f"taskapi-run-{_REDIS_RUN}-{next(_redis_apps)}:"
+
+
+def _delete_redis_keys(url: str, pattern: str) -> None:
+    import redis
+
+    # At exit the log streams may be closed: redis-py's DEBUG lines would only raise there.
+    logging.getLogger("redis").setLevel(logging.WARNING)
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        batch = list(client.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(batch), 1000):
+            client.delete(*batch[start : start + 1000])
+    except redis.RedisError:
+        pass  # keys expire on their own (every one has a TTL)
+    finally:
+        client.close()
+
+
 @functools.cache
 def test_keys_directory() -> Path:
     """One signing key for the suite's development and production apps (never instance/)."""
@@ -57,6 +85,8 @@ def make_app(env: str = "testing", *, seed: bool | None = None, **overrides: Any
     config: dict[str, Any] = {"APP_ENV": env, **fresh_databases()}
     if env != "testing":  # testing signs with a key made in memory; the others read a directory
         config["JWT_KEYS_DIR"] = str(test_keys_directory())
+    if os.environ.get("REDIS_URL"):  # CI's Redis run: each app counts and revokes on its own
+        config["REDIS_KEY_PREFIX"] = _redis_prefix()
     if env == "production":
         config["SECRET_KEY"] = PRODUCTION_TEST_SECRET
         config["BACKUP_DIR"] = tempfile.mkdtemp(prefix="taskapi-test-backups-")
