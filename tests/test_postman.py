@@ -40,12 +40,11 @@ from app.api.postman import (
     postman_guard_script,
     postman_test_script,
 )
-from app.auth.accounts import DEMO_EMAIL, DEMO_PASSWORD, seed_demo_user
-from app.auth.models import MembershipRow, UserRow
+from app.auth.accounts import DEMO_EMAIL, DEMO_PASSWORD
+from app.auth.models import UserRow
 from app.backups.schemas import EXAMPLE_BACKUP_ID
 from app.config import TestingConfig
 from app.db import db
-from app.tasks.models import utc_now
 from app.tasks.schemas import EXAMPLE_TASK_ID
 from app.workspaces.models import DEFAULT_WORKSPACE_ID
 from tests.conftest import make_app
@@ -844,35 +843,17 @@ _VARIABLE = re.compile(r"\{\{([^{}]+)\}\}")
 
 
 def demo_app(**overrides: Any) -> Flask:
-    """What ./scripts/run serves: the development profile with its demo tasks, and the demo
-    account that `flask db-prepare` seeds, a platform administrator and owner of the default
-    workspace."""
+    """What ./scripts/run serves: the development profile with its demo tasks and the demo
+    account, a platform administrator and owner of the default workspace (make_app seeds them
+    as `flask db-prepare` does)."""
     # Testing's cheap password hashes: a replay logs in a dozen times, and what it checks does
     # not depend on what a hash costs.
-    cheap = {
-        name: value
-        for name, value in TestingConfig.__dict__.items()
-        if name.startswith("PASSWORD_HASH_")
-    }
+    cheap = {k: v for k, v in vars(TestingConfig).items() if k.startswith("PASSWORD_HASH_")}
     app = make_app("development", LOG_LEVEL="WARNING", **cheap, **overrides)
     with app.app_context():
-        session = db.session()
-        assert seed_demo_user(session, app.config)
-        demo = session.scalar(select(UserRow.id).where(UserRow.email == DEMO_EMAIL))
-        session.rollback()
-        # make_app gave the default workspace an owner before (the suite's own), so seeding did
-        # not adopt it: make the demo account its owner too, as on a fresh ./scripts/run.
-        with session.begin():
-            now = utc_now()
-            session.add(
-                MembershipRow(
-                    workspace_id=DEFAULT_WORKSPACE_ID,
-                    user_id=demo,
-                    role="owner",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+        demo = db.session().scalar(select(UserRow).where(UserRow.email == DEMO_EMAIL))
+        assert demo is not None
+        assert demo.is_platform_admin
     return app
 
 
