@@ -18,7 +18,15 @@ from app.core.admin import BEARER, platform_admin_only, require_platform_admin
 from app.core.http_cache import WRITE_CACHE_CONTROL, json_response, no_content
 from app.core.validation import json_body
 from app.ip_rules import invalidate_deny_list, ip_rule_service
-from app.ip_rules.schemas import EXAMPLE_RULE_ID, MODELS, rule, rule_input, rule_list, rule_to_dict
+from app.ip_rules.schemas import (
+    EXAMPLE_RULE_ID,
+    MODELS,
+    allow_rule_input,
+    deny_rule_input,
+    rule,
+    rule_list,
+    rule_to_dict,
+)
 from app.ip_rules.service import (
     IP_RULES_REFRESH,
     MAX_ALLOW_RULES,
@@ -109,7 +117,7 @@ class DenyRuleCollection(DenyListResource):
         f"applies the change {_WITHIN}. IPv4 rules /{MIN_DENY_PREFIX[4]} or narrower, IPv6 "
         f"/{MIN_DENY_PREFIX[6]} or narrower; a rule may not cover your own address.",
     )
-    @ns_admin.expect(rule_input)
+    @ns_admin.expect(deny_rule_input)
     @ns_admin.response(201, "Added; Location points at the rule", rule)
     @json_body_errors(ns_admin)
     @_admin_doc()
@@ -171,7 +179,7 @@ class AllowRuleCollection(ApiResource):
         "listed networks reach the workspace (users, keys and tokens alike), so the list must "
         "contain your own address.",
     )
-    @ns_workspace.expect(rule_input)
+    @ns_workspace.expect(allow_rule_input)
     @ns_workspace.response(201, "Added; Location points at the rule", rule)
     @json_body_errors(ns_workspace)
     @ns_workspace.response(403, _MANAGERS, problem)
