@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ from app.workspaces.service import WorkspaceService
 from tests import auth
 from tests.auth import add_member, add_user
 from tests.conftest import make_app
+from tests.spec_examples import example_body
 from tests.test_errors import assert_problem
 
 DENY = "/api/v2/admin/ip-deny-list"
@@ -736,6 +738,41 @@ def test_an_outsider_gets_404_not_403_from_a_disallowed_address(app: Flask) -> N
     outsider = app.test_client(token=add_user(app, "outsider@example.com").token)
     response = outsider.get(TASKS, **from_address(DENIED))
     assert assert_problem(response, 404)["type"] == "/problems/workspace-not-found"
+
+
+def workspace_operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every operation on one workspace: under /api/v2/workspaces/{id}/ and API v1's."""
+    return [
+        (method, path, operation)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method != "parameters"
+        and path.startswith((f"{WORKSPACES}/{{workspace_id}}", "/api/v1/"))
+        and not path.startswith("/api/v1/hello")
+    ]
+
+
+@needs_allow_check
+def test_every_operation_on_the_workspace_is_refused_from_outside_its_allow_list(
+    app: Flask,
+) -> None:
+    """Found in the spec, so an operation added tomorrow is checked too. The owner, from an
+    address outside the list, with the spec's example body: refused before anything happens
+    (the ids need not exist: the address is checked before any lookup)."""
+    owner = allow_list_on(app)
+    spec = owner.get("/swagger.json").json
+    operations = workspace_operations(spec)
+    assert len(operations) > 20  # the tasks, members, keys, audit, export... of both versions
+    for method, path, operation in operations:
+        url = path.replace("{workspace_id}", str(DEFAULT_WORKSPACE_ID))
+        url = re.sub(r"\{\w+\}", lambda _: str(uuid.uuid4()), url)
+        response = owner.open(
+            url, method=method.upper(), json=example_body(operation, spec), **from_address(DENIED)
+        )
+        response.close()  # an export streams a file
+        assert response.status_code == 403, (method, path, response.status_code)
+        assert response.json["type"] == "/problems/address-not-allowed", (method, path)
+    assert owner.get(DEFAULT, **from_address(ALLOWED)).status_code == 200  # not deleted
 
 
 @needs_allow_check
