@@ -796,7 +796,7 @@ def _one_time_variables(spec: Mapping[str, Any], operations: list[_Operation]) -
     }
     return {
         variable: f"{texts.get(variable, 'A value only a person has')}, for {names}: empty by "
-        "default, so a run skips them; set it to send them by hand."
+        "default, so a run skips the requests that send it; set it to send one by hand."
         for variable, names in users.items()
         if names
     }
