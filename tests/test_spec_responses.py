@@ -655,15 +655,21 @@ ACCESS_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
             {"email": "outsider@example.com", "role": "member"},
             ok_status=201,
         ),
-        201: lambda c: (c.outsider, c.client.post(
-            f"{c.workspace}/members", json={"email": "outsider@example.com", "role": "member"}
-        ))[1],  # fmt: skip
+        201: lambda c: (
+            c.outsider,
+            c.client.post(
+                f"{c.workspace}/members", json={"email": "outsider@example.com", "role": "member"}
+            ),
+        )[1],  # fmt: skip
         404: lambda c: c.client.post(
             f"{c.missing_workspace}/members", json={"email": "x@example.com", "role": "member"}
         ),
-        409: lambda c: c.client.post(
-            f"{c.workspace}/members", json={"email": "viewer@example.com", "role": "member"}
-        ),
+        409: lambda c: (
+            c.viewer,
+            c.client.post(  # the viewer: a member already
+                f"{c.workspace}/members", json={"email": "viewer@example.com", "role": "member"}
+            ),
+        )[1],  # fmt: skip
     },
     ("patch", f"{MEMBERS}/{{user_id}}"): {
         **body_errors("PATCH", member_url, {"role": "member"}),

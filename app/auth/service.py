@@ -405,4 +405,3 @@ def end_every_session(control: Engine, reason: str) -> int:
     if has_app_context():
         revocations().revoked(ended)
     return len(ended)
-

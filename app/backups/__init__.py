@@ -116,4 +116,3 @@ def _settle_after_restore(registry: ShardRegistry) -> dict[str, Any]:
     settled: dict[str, Any] = dict(settle_after_restore(registry))
     settled["sessions_ended"] = end_every_session(registry.control, "restore")
     return settled
-

@@ -202,7 +202,8 @@ class BackupRestore(AdminResource):
         "first (checksums, manifest, schema revision, database set): a damaged or incompatible "
         "backup changes nothing. A safety backup of the current data is taken just before. "
         "Afterwards no move or delete is in progress: a workspace the backup caught moving or "
-        "being deleted is active again, on the shard the restored directory names.",
+        "being deleted is active again, on the shard the restored directory names. Every "
+        "session ends (yours too): log in again.",
     )
     @ns.response(200, "Restored; safety_backup holds the data as it was", restore_result)
     @ns.response(400, QUERY_ERROR, problem)
