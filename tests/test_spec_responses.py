@@ -21,12 +21,12 @@ from flask.testing import FlaskClient
 from jsonschema import Draft4Validator
 from sqlalchemy import update
 
-from app.auth.permissions import USERS_ONLY
+from app.auth.permissions import PLATFORM_ADMIN, USERS_ONLY
 from app.db import db
 from app.extensions import health_checks
 from app.tasks.models import new_task_id
 from app.workspaces.models import DEFAULT_WORKSPACE_ID, WorkspaceRow, WorkspaceState
-from tests.auth import add_member, add_user
+from tests.auth import add_member, add_user, renew_session
 from tests.conftest import make_app
 from tests.spec_examples import example_body
 
@@ -776,10 +776,36 @@ def anonymous(path: str, method: str) -> Scenario:
     return lambda c: c.anonymous.open(concrete_url(c, path), method=method.upper())
 
 
+def throttled(operation: dict[str, Any], path: str, method: str) -> Scenario:
+    """The 429 of an operation: the same call twice on an app that allows one per hour (a new
+    session each time: a log-out must not end the caller before the limit can answer)."""
+
+    def scenario(c: Ctx) -> Any:
+        app = make_app(
+            c.app.config["APP_ENV"],
+            RATE_LIMIT_API="1 per hour",
+            RATE_LIMIT_AUTH_IP="1 per hour",
+            BACKUP_DIR=c.app.config["BACKUP_DIR"],
+        )
+        client = app.test_client()
+        if operation["x-permission" if "x-permission" in operation else "operationId"] == (
+            PLATFORM_ADMIN
+        ):
+            client = app.test_client(
+                token=add_user(app, "root@example.com", platform_admin=True).token
+            )
+        url, body = concrete_url(c, path), example_body(operation, SPEC)
+        client.open(url, method=method.upper(), json=body).close()
+        renew_session(client)
+        return client.open(url, method=method.upper(), json=body)
+
+    return scenario
+
+
 def _with_access_scenarios(
     scenarios: dict[tuple[str, str], dict[int, Scenario]],
 ) -> dict[tuple[str, str], dict[int, Scenario]]:
-    """Every documented 401 and 403 gets its scenario from the operation's x-permission."""
+    """Every documented 401, 403 and 429 gets its scenario from the operation's x-permission."""
     for path, item in SPEC["paths"].items():
         for method, operation in item.items():
             if method == "parameters":
@@ -789,6 +815,8 @@ def _with_access_scenarios(
                 own[401] = anonymous(path, method)
             if "403" in operation["responses"] and 403 not in own:
                 own[403] = refused(operation, path, method)
+            if "429" in operation["responses"] and 429 not in own:
+                own[429] = throttled(operation, path, method)
     return scenarios
 
 

@@ -19,6 +19,7 @@ from app.audit import routes as audit
 from app.auth import routes as auth
 from app.backups import routes as backups
 from app.core.admin import AUTHORIZATIONS, BEARER
+from app.core.rate_limits import EXEMPT_PREFIXES as RATE_LIMIT_EXEMPT_PREFIXES
 from app.hello import routes as hello
 from app.members import routes as members
 from app.tasks import routes as tasks
@@ -29,6 +30,16 @@ UNAUTHENTICATED = (
     "No credentials, or an access token or API key that is malformed, expired or revoked "
     "(WWW-Authenticate says which)"
 )
+RATE_LIMITED_RESPONSE = {
+    "description": "Too many requests: wait Retry-After seconds (X-RateLimit-* say the budget)",
+    "schema": {"$ref": "#/definitions/Problem"},
+    "headers": {
+        "Retry-After": {"type": "integer", "description": "Seconds until a retry may succeed"},
+        "X-RateLimit-Limit": {"type": "integer", "description": "Requests allowed in the window"},
+        "X-RateLimit-Remaining": {"type": "integer", "description": "Left in the window"},
+        "X-RateLimit-Reset": {"type": "integer", "description": "When it resets (Unix time)"},
+    },
+}
 API_V1 = "/api/v1"
 API_V2 = "/api/v2"
 SWAGGER_UI_PATH = "/swagger"
@@ -65,11 +76,11 @@ class TaskApi(Api):
     def __schema__(self) -> dict[str, Any]:
         """The spec, with operation-level ``consumes``: RESTX has no decorator for it, so an
         operation declares ``@ns.vendor({"x-consumes": [...]})`` and it is moved here. And every
-        operation that needs credentials documents the 401 they can get it (one place, so none
-        can forget it)."""
+        operation that needs credentials documents the 401, and every rate-limited one the 429
+        (one place, so none can forget them)."""
         schema = super().__schema__
         default_security = schema.get("security") or []
-        for path_item in schema.get("paths", {}).values():
+        for path, path_item in schema.get("paths", {}).items():
             for method, operation in path_item.items():
                 if method == "parameters" or not isinstance(operation, dict):
                     continue
@@ -83,6 +94,8 @@ class TaskApi(Api):
                             "schema": {"$ref": "#/definitions/Problem"},
                         },
                     )
+                if not path.startswith(RATE_LIMIT_EXEMPT_PREFIXES):
+                    operation["responses"].setdefault("429", RATE_LIMITED_RESPONSE)
         return schema
 
     def render_root(self) -> dict[str, Any]:

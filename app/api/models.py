@@ -70,6 +70,12 @@ problem = Model(
         "supported_versions": fields.List(
             fields.String, description="unsupported-api-version: the versions served"
         ),
+        "retry_after": fields.Integer(
+            description="rate-limited: seconds to wait (as the Retry-After header)"
+        ),
+        "required_scope": fields.String(
+            description="permission-denied: the scope a key or token lacks"
+        ),
     },
 )
 
