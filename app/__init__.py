@@ -27,6 +27,7 @@ from app.core.security_headers import init_security_headers
 from app.core.sessions import OnDemandCookieSessionInterface
 from app.db import init_databases
 from app.extensions import health_checks
+from app.ip_rules import init_ip_deny_list
 from app.version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -45,6 +46,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_api_versioning(app)
     health_checks.init_app(app)
     init_databases(app)
+    # A denied address gets nothing, not even a 401: the hook puts itself before every
+    # other before_request hook. After init_databases: it reads the control database.
+    init_ip_deny_list(app)
     init_tokens(app)
     init_authentication(app)  # before the routes' own hooks: nothing runs for a stranger
     # Before the rate limits: the admin surface's 404 must carry no rate-limit headers either.

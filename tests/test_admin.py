@@ -40,6 +40,8 @@ ADMIN_PATHS = (
     "/api/v2/admin/backups/{backup_id}/download",
     "/api/v2/admin/backups/{backup_id}/restore",
     "/api/v2/admin/workspaces/import",
+    "/api/v2/admin/ip-deny-list",
+    "/api/v2/admin/ip-deny-list/{rule_id}",
 )
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 REALM = 'Bearer realm="task-management-api"'
@@ -88,8 +90,10 @@ def client(admin_app: Flask) -> Iterator[FlaskClient]:
 
 def url_of(path: str) -> str:
     """A concrete URL for a spec path (ids need not exist: the gate answers first)."""
-    return path.replace("{backup_id}", str(uuid.uuid4())).replace(
-        "{workspace_id}", str(uuid.uuid4())
+    return (
+        path.replace("{backup_id}", str(uuid.uuid4()))
+        .replace("{workspace_id}", str(uuid.uuid4()))
+        .replace("{rule_id}", str(uuid.uuid4()))
     )
 
 

@@ -60,14 +60,6 @@ DENIED = "203.0.113.9"  # inside the rule the tests deny, 203.0.113.0/24
 ALLOWED = "198.51.100.7"  # inside the rule the tests allow, 198.51.100.0/24
 PROXY = "10.0.0.1"
 
-# Wired by the lead: the routes and the deny hook (app/api/__init__.py, app/__init__.py), then
-# the allow-list check in WorkspaceService.access (app/workspaces/). Until each is, its tests
-# fail, and strict xfail says so: delete each marker and its uses once its wiring is in.
-needs_wiring = pytest.mark.xfail(strict=True, reason="wired by the lead: routes, deny hook")
-needs_allow_check = pytest.mark.xfail(
-    strict=True, reason="wired by the lead: the allow list in WorkspaceService.access"
-)
-
 
 def from_address(address: str, **headers: str) -> dict[str, Any]:
     """Request arguments: a connection from ``address`` (the socket's REMOTE_ADDR)."""
@@ -362,14 +354,12 @@ def deny(app: Flask, network: str = "203.0.113.0/24") -> dict[str, Any]:
     return response.json
 
 
-@needs_wiring
 def test_the_deny_hook_runs_before_every_other_hook(any_app: Flask) -> None:
     hooks = any_app.before_request_funcs[None]
     assert hooks[0].__name__ == "refuse_denied_addresses"
     assert sum(hook.__name__ == "refuse_denied_addresses" for hook in hooks) == 1
 
 
-@needs_wiring
 def test_a_denied_address_gets_403_everywhere_even_before_authentication(any_app: Flask) -> None:
     deny(any_app)
     owner = any_app.test_client()
@@ -401,7 +391,6 @@ def test_a_denied_address_gets_403_everywhere_even_before_authentication(any_app
     assert owner.get(TASKS).status_code == 200
 
 
-@needs_wiring
 def test_a_preflight_from_a_denied_address_is_refused_too() -> None:
     app = make_app(CORS_ORIGINS="https://app.example.com")
     deny(app)
@@ -412,14 +401,12 @@ def test_a_preflight_from_a_denied_address_is_refused_too() -> None:
     assert allowed.status_code == 204
 
 
-@needs_wiring
 def test_an_ipv4_mapped_client_address_is_denied_by_an_ipv4_rule(app: Flask) -> None:
     deny(app)
     response = app.test_client().get(TASKS, **from_address(f"::ffff:{DENIED}"))
     assert response.status_code == 403
 
 
-@needs_wiring
 def test_a_spoofed_forwarded_for_does_not_get_around_the_deny_list_without_proxies() -> None:
     app = make_app(TRUSTED_PROXIES=0)
     deny(app)
@@ -431,7 +418,6 @@ def test_a_spoofed_forwarded_for_does_not_get_around_the_deny_list_without_proxi
     assert framed.status_code == 200
 
 
-@needs_wiring
 def test_behind_one_proxy_only_the_entry_the_proxy_wrote_counts_for_the_deny_list() -> None:
     app = make_app(TRUSTED_PROXIES=1)
     deny(app)
@@ -445,7 +431,6 @@ def test_behind_one_proxy_only_the_entry_the_proxy_wrote_counts_for_the_deny_lis
     assert client.get("/health/live", **from_address(PROXY)).status_code == 200
 
 
-@needs_wiring
 def test_a_change_reaches_another_worker_within_the_refresh_interval(app: Flask) -> None:
     """A second app on the same databases stands for another worker process."""
     config = {key: app.config[key] for key in ("DATABASE_URL", "SHARD_URLS")}
@@ -472,7 +457,6 @@ def test_a_change_reaches_another_worker_within_the_refresh_interval(app: Flask)
         other.extensions["shards"].dispose()
 
 
-@needs_wiring
 def test_the_deny_list_endpoints_exist_for_platform_administrators_only(app: Flask) -> None:
     rule = deny(app)
     key = app.test_client().post(f"{DEFAULT}/api-keys", json={"name": "k", "scopes": ["read"]})
@@ -497,7 +481,6 @@ def test_the_deny_list_endpoints_exist_for_platform_administrators_only(app: Fla
     ]
 
 
-@needs_wiring
 def test_platform_administrators_list_add_and_remove_deny_rules(app: Flask) -> None:
     admin = platform_admin_client(app)
     assert admin.get(DENY).json == {"items": []}
@@ -516,7 +499,6 @@ def test_platform_administrators_list_add_and_remove_deny_rules(app: Flask) -> N
     assert [item["id"] for item in admin.get(DENY).json["items"]] == [created.json["id"]]
 
 
-@needs_wiring
 @pytest.mark.parametrize(
     ("body", "pointer"),
     [
@@ -538,7 +520,6 @@ def test_invalid_deny_rules_are_422(app: Flask, body: dict[str, Any], pointer: s
     assert pointer in [error["pointer"] for error in problem["errors"]]
 
 
-@needs_wiring
 def test_a_deny_rule_may_not_cover_the_administrators_own_address(app: Flask) -> None:
     admin = platform_admin_client(app)
     for network in ("127.0.0.0/8", TEST_CLIENT_ADDRESS, f"::ffff:{TEST_CLIENT_ADDRESS}"):
@@ -549,7 +530,6 @@ def test_a_deny_rule_may_not_cover_the_administrators_own_address(app: Flask) ->
     assert behind.status_code == 422
 
 
-@needs_wiring
 def test_a_duplicate_deny_rule_is_409_however_it_is_spelt(app: Flask) -> None:
     admin = platform_admin_client(app)
     assert admin.post(DENY, json={"network": "2001:db8::/32"}).status_code == 201
@@ -557,7 +537,6 @@ def test_a_duplicate_deny_rule_is_409_however_it_is_spelt(app: Flask) -> None:
     assert assert_problem(again, 409)["type"] == "/problems/ip-rule-exists"
 
 
-@needs_wiring
 def test_the_deny_list_is_bounded(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ip_rules_module, "MAX_DENY_RULES", 2)
     admin = platform_admin_client(app)
@@ -567,7 +546,6 @@ def test_the_deny_list_is_bounded(app: Flask, monkeypatch: pytest.MonkeyPatch) -
     assert assert_problem(full, 409)["type"] == "/problems/too-many-ip-rules"
 
 
-@needs_wiring
 def test_deny_list_changes_are_audited_in_the_global_chain(app: Flask) -> None:
     admin_user = add_user(app, "auditor@example.com", platform_admin=True)
     admin = app.test_client(token=admin_user.token)
@@ -598,7 +576,6 @@ def allow(client: FlaskClient, network: str, url: str = ALLOW, **kwargs: Any) ->
     return response.json
 
 
-@needs_wiring
 def test_owners_and_admins_manage_the_allow_list_and_nobody_else(app: Flask) -> None:
     users: dict[str, auth.TestUser] = {
         role: add_member(app, DEFAULT_WORKSPACE_ID, role, f"{role}@example.com")
@@ -631,7 +608,6 @@ def test_owners_and_admins_manage_the_allow_list_and_nobody_else(app: Flask) -> 
     assert [item["id"] for item in app.test_client().get(ALLOW).json["items"]] == [rule["id"]]
 
 
-@needs_wiring
 def test_the_first_allow_rule_must_contain_the_callers_own_address(app: Flask) -> None:
     owner = app.test_client()
     response = owner.post(ALLOW, json={"network": "198.51.100.0/24"})
@@ -645,7 +621,6 @@ def test_the_first_allow_rule_must_contain_the_callers_own_address(app: Flask) -
     assert first["created_by"] == str(app.extensions["test_owner"].id)
 
 
-@needs_wiring
 def test_removing_a_rule_must_leave_the_caller_allowed_and_the_last_turns_the_list_off(
     app: Flask,
 ) -> None:
@@ -662,7 +637,6 @@ def test_removing_a_rule_must_leave_the_caller_allowed_and_the_last_turns_the_li
     assert assert_problem(missing, 404)["type"] == "/problems/ip-rule-not-found"
 
 
-@needs_wiring
 def test_allow_rules_of_another_workspace_are_not_found(app: Flask) -> None:
     owner = app.test_client()
     other = owner.post(WORKSPACES, json={"name": "other"}).json["id"]
@@ -674,7 +648,6 @@ def test_allow_rules_of_another_workspace_are_not_found(app: Flask) -> None:
     assert assert_problem(missing, 404)["type"] == "/problems/workspace-not-found"
 
 
-@needs_wiring
 def test_duplicate_invalid_and_too_many_allow_rules(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -691,7 +664,6 @@ def test_duplicate_invalid_and_too_many_allow_rules(
     assert assert_problem(full, 409)["type"] == "/problems/too-many-ip-rules"
 
 
-@needs_wiring
 def test_allow_list_changes_are_audited_in_the_workspaces_chain(app: Flask) -> None:
     owner = app.test_client()
     rule = allow(owner, "127.0.0.0/8")
@@ -713,7 +685,6 @@ def allow_list_on(app: Flask) -> FlaskClient:
     return owner
 
 
-@needs_allow_check
 def test_an_allow_list_refuses_every_other_address_in_its_workspace_only(app: Flask) -> None:
     owner = allow_list_on(app)
     other = owner.post(WORKSPACES, json={"name": "elsewhere"}, **from_address(DENIED))
@@ -732,7 +703,6 @@ def test_an_allow_list_refuses_every_other_address_in_its_workspace_only(app: Fl
     assert owner.get(elsewhere, **from_address(DENIED)).status_code == 200
 
 
-@needs_wiring
 def test_an_outsider_gets_404_not_403_from_a_disallowed_address(app: Flask) -> None:
     allow_list_on(app)
     outsider = app.test_client(token=add_user(app, "outsider@example.com").token)
@@ -752,7 +722,6 @@ def workspace_operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str,
     ]
 
 
-@needs_allow_check
 def test_every_operation_on_the_workspace_is_refused_from_outside_its_allow_list(
     app: Flask,
 ) -> None:
@@ -775,7 +744,6 @@ def test_every_operation_on_the_workspace_is_refused_from_outside_its_allow_list
     assert owner.get(DEFAULT, **from_address(ALLOWED)).status_code == 200  # not deleted
 
 
-@needs_allow_check
 def test_a_spoofed_forwarded_for_does_not_get_around_an_allow_list_without_proxies() -> None:
     app = make_app(TRUSTED_PROXIES=0)
     owner = allow_list_on(app)
@@ -783,7 +751,6 @@ def test_a_spoofed_forwarded_for_does_not_get_around_an_allow_list_without_proxi
     assert assert_problem(spoofed, 403)["type"] == "/problems/address-not-allowed"
 
 
-@needs_allow_check
 def test_behind_one_proxy_only_the_entry_the_proxy_wrote_counts_for_an_allow_list() -> None:
     app = make_app(TRUSTED_PROXIES=1)
     owner = app.test_client()

@@ -177,6 +177,18 @@ def _key(m: Matrix, workspace_id: str, scopes: list[str]) -> dict[str, Any]:
     return created.json
 
 
+def _ip_rule(m: Matrix, path: str, workspace_id: str) -> str:
+    """A rule to remove. An allow rule admits the test client's address (127.0.0.1), so every
+    identity can still reach the workspace; the deny list answers 404 to the whole matrix."""
+    if "/ip-allow-list/" not in path:
+        return str(uuid.uuid4())
+    created = m.founder.post(
+        f"/api/v2/workspaces/{workspace_id}/ip-allow-list", json={"network": "127.0.0.0/8"}
+    )
+    assert created.status_code == 201, created.json
+    return created.json["id"]
+
+
 def _url(m: Matrix, path: str, workspace_id: str) -> str:
     base = "/api/v2/workspaces/{workspace_id}"
     tasks = (
@@ -194,6 +206,8 @@ def _url(m: Matrix, path: str, workspace_id: str) -> str:
         url = url.replace("{user_id}", str(target))
     if "{key_id}" in url:
         url = url.replace("{key_id}", _key(m, workspace_id, ["read"])["id"])
+    if "{rule_id}" in url:
+        url = url.replace("{rule_id}", _ip_rule(m, path, workspace_id))
     assert base  # the template above documents the shapes handled
     return url.replace("{backup_id}", str(uuid.uuid4()))
 

@@ -737,7 +737,124 @@ def too_many_keys(c: Ctx) -> Any:
         service.MAX_ACTIVE_KEYS = limit
 
 
+DENY_LIST = "/api/v2/admin/ip-deny-list"
+ALLOW_LIST = "/api/v2/workspaces/{workspace_id}/ip-allow-list"
+JSON = "application/json"
+
+
+def deny_rule(c: Ctx, network: str = "203.0.113.0/24") -> str:
+    return c.admin.post(DENY_LIST, json={"network": network}).json["id"]
+
+
+def allow_rule(c: Ctx, network: str = "127.0.0.0/8") -> str:
+    """A rule of the context's workspace; the first must admit the test client (127.0.0.1)."""
+    return c.client.post(f"{c.workspace}/ip-allow-list", json={"network": network}).json["id"]
+
+
+def deny_again(c: Ctx) -> Any:
+    deny_rule(c)
+    return c.admin.post(DENY_LIST, json={"network": "203.0.113.0/24"})
+
+
+def allow_again(c: Ctx) -> Any:
+    allow_rule(c)
+    return c.client.post(f"{c.workspace}/ip-allow-list", json={"network": "127.0.0.0/8"})
+
+
+def full_ip_lists(send: Scenario) -> Scenario:
+    """``send`` while each list holds one rule, the most it may."""
+
+    def scenario(c: Ctx) -> Any:
+        from app.ip_rules import service
+
+        limits = service.MAX_DENY_RULES, service.MAX_ALLOW_RULES
+        service.MAX_DENY_RULES = service.MAX_ALLOW_RULES = 1
+        try:
+            deny_rule(c)
+            allow_rule(c)
+            return send(c)
+        finally:
+            service.MAX_DENY_RULES, service.MAX_ALLOW_RULES = limits
+
+    return scenario
+
+
+def remove_own_allow_rule(c: Ctx) -> Any:
+    """Remove the rule admitting the caller while another one stays: a lockout."""
+    mine = allow_rule(c)
+    allow_rule(c, "192.0.2.0/24")
+    return c.client.delete(f"{c.workspace}/ip-allow-list/{mine}")
+
+
+def allow_list_post() -> dict[int, Any]:
+    scenarios: dict[int, Any] = body_errors(
+        "POST", lambda c: f"{c.workspace}/ip-allow-list", {"network": "127.0.0.0/8"}, 201
+    )
+    other_network = {"network": "192.0.2.0/24"}
+    scenarios[404] = lambda c: c.client.post(
+        f"{c.missing_workspace}/ip-allow-list", json=other_network
+    )
+    scenarios[409] = [
+        allow_again,
+        full_ip_lists(lambda c: c.client.post(f"{c.workspace}/ip-allow-list", json=other_network)),
+    ]
+    # Invalid fields; or a first rule that leaves the caller (127.0.0.1) outside.
+    scenarios[422] = [
+        scenarios[422],
+        lambda c: c.client.post(f"{c.workspace}/ip-allow-list", json=other_network),
+    ]
+    return scenarios
+
+
+IP_RULE_SCENARIOS: dict[tuple[str, str], dict[int, Any]] = {
+    ("get", DENY_LIST): {
+        200: lambda c: c.admin.get(DENY_LIST),
+        **admin_gate("get", lambda c: DENY_LIST),
+        404: admin_off("get", lambda c: DENY_LIST),
+    },
+    ("post", DENY_LIST): {
+        201: lambda c: c.admin.post(DENY_LIST, json={"network": "203.0.113.0/24"}),
+        400: [
+            lambda c: c.admin.post(DENY_LIST, data='{"network": ', content_type=JSON),
+            lambda c: c.admin.post(DENY_LIST + "?unknown=1", json={"network": "192.0.2.0/24"}),
+        ],
+        404: admin_off("post", lambda c: DENY_LIST),
+        409: [
+            deny_again,
+            full_ip_lists(lambda c: c.admin.post(DENY_LIST, json={"network": "192.0.2.0/24"})),
+        ],
+        413: lambda c: c.admin.post(DENY_LIST, data=BIG, content_type=JSON),
+        415: lambda c: c.admin.post(DENY_LIST, data="network=x", content_type="text/plain"),
+        422: [
+            lambda c: c.admin.post(DENY_LIST, json={"network": "0.0.0.0/0"}),  # too broad
+            lambda c: c.admin.post(DENY_LIST, json={"network": "127.0.0.0/8"}),  # the caller
+        ],
+    },
+    ("delete", f"{DENY_LIST}/{{rule_id}}"): {
+        204: lambda c: c.admin.delete(f"{DENY_LIST}/{deny_rule(c)}"),
+        **admin_gate("delete", lambda c: f"{DENY_LIST}/{deny_rule(c)}"),
+        404: [
+            lambda c: c.admin.delete(f"{DENY_LIST}/{new_task_id()}"),
+            admin_off("delete", lambda c: f"{DENY_LIST}/{deny_rule(c)}"),
+        ],
+    },
+    ("get", ALLOW_LIST): {
+        200: lambda c: c.client.get(f"{c.workspace}/ip-allow-list"),
+        400: unknown_parameter(lambda c: f"{c.workspace}/ip-allow-list"),
+        404: lambda c: c.client.get(f"{c.missing_workspace}/ip-allow-list"),
+    },
+    ("post", ALLOW_LIST): allow_list_post(),
+    ("delete", f"{ALLOW_LIST}/{{rule_id}}"): {
+        204: lambda c: c.client.delete(f"{c.workspace}/ip-allow-list/{allow_rule(c)}"),
+        400: lambda c: c.client.delete(f"{c.workspace}/ip-allow-list/{allow_rule(c)}?unknown=1"),
+        404: lambda c: c.client.delete(f"{c.workspace}/ip-allow-list/{new_task_id()}"),
+        422: remove_own_allow_rule,
+    },
+}
+
+
 SCENARIOS = {
+    **IP_RULE_SCENARIOS,
     **AUTH_SCENARIOS,
     **ACCESS_SCENARIOS,
     **COMMON_SCENARIOS,
@@ -759,6 +876,7 @@ def concrete_url(c: Ctx, path: str) -> str:
         url = url.replace("{task_id}", c.task_id)
     if "{key_id}" in url:
         url = url.replace("{key_id}", c.key_id)
+    url = url.replace("{rule_id}", str(new_task_id()))  # any id: refused before the lookup
     return url.replace("{user_id}", str(new_task_id())).replace("{backup_id}", str(new_task_id()))
 
 

@@ -21,6 +21,7 @@ from app.backups import routes as backups
 from app.core.admin import AUTHORIZATIONS, BEARER
 from app.core.rate_limits import EXEMPT_PREFIXES as RATE_LIMIT_EXEMPT_PREFIXES
 from app.hello import routes as hello
+from app.ip_rules import routes as ip_rules
 from app.members import routes as members
 from app.tasks import routes as tasks
 from app.version import __version__
@@ -130,6 +131,10 @@ def create_api(app: Flask) -> Api:
     api.add_namespace(workspaces.ns, path=f"{API_V2}/workspaces")
     api.add_namespace(api_keys.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/api-keys")
     api.add_namespace(members.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/members")
+    api.add_namespace(
+        ip_rules.ns_workspace, path=f"{API_V2}/workspaces/<uuid:workspace_id>/ip-allow-list"
+    )
+    api.add_namespace(ip_rules.ns_admin, path=f"{API_V2}/admin/ip-deny-list")
     api.add_namespace(tasks.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/tasks")
     api.add_namespace(audit.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>")
     api.add_namespace(hello.ns, path=f"{API_V2}/hello")

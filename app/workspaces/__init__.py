@@ -3,7 +3,7 @@ acting for this request's caller (outside a request: the system itself, e.g. the
 
 from __future__ import annotations
 
-from flask import has_request_context
+from flask import has_request_context, request
 
 from app.auth.errors import AuthenticationRequired
 from app.auth.principal import SYSTEM, current_principal
@@ -18,4 +18,7 @@ def workspace_service() -> WorkspaceService:
         if has_request_context():  # a route that forgot to authenticate must not run as system
             raise AuthenticationRequired()
         principal = SYSTEM
-    return WorkspaceService(db.session(), shards(), shard_session, principal=principal)
+    client_ip = request.remote_addr if has_request_context() else None
+    return WorkspaceService(
+        db.session(), shards(), shard_session, principal=principal, client_ip=client_ip
+    )

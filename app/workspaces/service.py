@@ -15,16 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select
+from sqlalchemy import and_, bindparam, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import lock_chain, record_event
 from app.auth.errors import PermissionDenied
-from app.auth.models import MembershipRow
+from app.auth.models import IpRuleRow, MembershipRow
 from app.auth.permissions import Action, Role
 from app.auth.principal import SYSTEM, Principal, PrincipalKind
 from app.core.errors import ApiProblem, ProblemType, ValidationProblem
 from app.db.shards import ShardRegistry, outside_transaction
+from app.ip_rules.service import AddressNotAllowed, workspace_allows
 from app.tasks.models import TaskRow, TaskTagRow, new_task_id, utc_now
 from app.workspaces.access import NoSuchWorkspace, authorize, effective_role
 from app.workspaces.models import (
@@ -103,10 +104,16 @@ def place(workspace_id: uuid.UUID, shard_names: list[str]) -> str:
 
 _DIRECTORY = WorkspaceRow.__table__
 _MEMBERSHIPS = MembershipRow.__table__
+_IP_RULES = IpRuleRow.__table__
 # Built once: every request on a workspace's tasks runs it. The directory entry and the caller's
 # role there, in one round trip.
 _DIRECTORY_ENTRY = (
-    select(_DIRECTORY, _MEMBERSHIPS.c.role.label("member_role"))
+    select(
+        _DIRECTORY,
+        _MEMBERSHIPS.c.role.label("member_role"),
+        # Whether the workspace has an IP allow list: only then is it read (one more query).
+        exists().where(_IP_RULES.c.workspace_id == _DIRECTORY.c.id).label("has_ip_rules"),
+    )
     .outerjoin(
         _MEMBERSHIPS,
         and_(
@@ -136,7 +143,9 @@ class WorkspaceService:
         clock: Callable[[], Any] = utc_now,
         new_id: Callable[[], uuid.UUID] = new_task_id,
         principal: Principal = SYSTEM,
+        client_ip: str | None = None,
     ) -> None:
+        self.client_ip = client_ip  # the request's client, for IP allow lists
         self.session = session
         self.shards = shards
         self.shard_session = shard_session
@@ -164,6 +173,9 @@ class WorkspaceService:
         if row is None:
             raise WorkspaceNotFound()
         role = self._authorize(workspace_id, row.member_role, action)
+        # After the role check: an outsider gets the 404, never a hint the workspace exists.
+        if row.has_ip_rules:
+            self._check_address(workspace_id)
         return WorkspaceAccess(workspace_from_row(row), role)
 
     def authorize(self, workspace_id: uuid.UUID, action: Action) -> Role | None:
@@ -174,7 +186,16 @@ class WorkspaceService:
                 MembershipRow.user_id == self.principal.user_id,
             )
         )
-        return self._authorize(workspace_id, member_role, action)
+        role = self._authorize(workspace_id, member_role, action)
+        self._check_address(workspace_id)  # writes that skip access() (rename, delete) too
+        return role
+
+    def _check_address(self, workspace_id: uuid.UUID) -> None:
+        """403 when the workspace has an IP allow list without the caller's address."""
+        if self.principal.kind is PrincipalKind.SYSTEM:
+            return
+        if not workspace_allows(self.session, workspace_id, self.client_ip):
+            raise AddressNotAllowed()
 
     def _authorize(
         self, workspace_id: uuid.UUID, member_role: str | None, action: Action
