@@ -125,7 +125,7 @@ def _seed(app: Any) -> None:
 
 def _seed_access(app: Any, client: Any, workspace_id: str, ok: Any) -> None:
     """Chapter 4's tables: a member, a viewer, keys (one revoked), sessions (one ended, one
-    refreshed), a second factor with recovery codes."""
+    refreshed), a second factor with recovery codes, OAuth clients (one revoked)."""
     import pyotp
 
     anonymous = app.test_client()
@@ -143,6 +143,11 @@ def _seed_access(app: Any, client: Any, workspace_id: str, ok: Any) -> None:
     ok(client.post(keys, json={"name": "read only"}), 201)
     revoked = ok(client.post(keys, json={"name": "write", "scopes": ["read", "write"]}), 201)
     ok(client.delete(f"{keys}/{revoked.json['id']}"), 204)
+    clients = f"/api/v2/workspaces/{workspace_id}/oauth-clients"
+    app_client = {"name": "Task board", "redirect_uris": ["https://board.example/callback"]}
+    ok(client.post(clients, json={**app_client, "scopes": ["read", "write"]}), 201)
+    gone = ok(client.post(clients, json={**app_client, "token_endpoint_auth_method": "none"}), 201)
+    ok(client.delete(f"{clients}/{gone.json['client_id']}"), 204)
     login = {"email": "member@fixture.example", "password": FIXTURE_PASSWORD}
     first = ok(anonymous.post("/api/v2/auth/login", json=login), 200).json
     ok(anonymous.post("/api/v2/auth/refresh", json={"refresh_token": first["refresh_token"]}), 200)
