@@ -28,6 +28,7 @@ from app.core.sessions import OnDemandCookieSessionInterface
 from app.db import init_databases
 from app.extensions import health_checks
 from app.ip_rules import init_ip_deny_list
+from app.oauth.server import init_oauth_server
 from app.version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -57,6 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_rate_limits(app)
     init_login_throttle(app)
     create_api(app)
+    init_oauth_server(app)
     register_cli(app)
     # After create_api: preflights are answered behind the admin gate. The headers middleware
     # wraps versioning, so every response gets them, whoever built it.

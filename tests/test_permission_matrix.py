@@ -206,6 +206,13 @@ def _url(m: Matrix, path: str, workspace_id: str) -> str:
         url = url.replace("{user_id}", str(target))
     if "{key_id}" in url:
         url = url.replace("{key_id}", _key(m, workspace_id, ["read"])["id"])
+    if "{client_id}" in url:
+        registered = m.founder.post(
+            f"/api/v2/workspaces/{workspace_id}/oauth-clients",
+            json={"name": "matrix", "redirect_uris": ["https://app.example/cb"]},
+        )
+        assert registered.status_code == 201, registered.json
+        url = url.replace("{client_id}", registered.json["client_id"])
     if "{rule_id}" in url:
         url = url.replace("{rule_id}", _ip_rule(m, path, workspace_id))
     assert base  # the template above documents the shapes handled

@@ -92,6 +92,14 @@ class Ctx:
         return self._key["id"]
 
     @functools.cached_property
+    def oauth_client_id(self) -> str:
+        created = self.client.post(
+            f"{V2_WORKSPACES}/{self._home}/oauth-clients",
+            json={"name": "spec", "redirect_uris": ["https://app.example/cb"]},
+        )
+        return created.json["client_id"]
+
+    @functools.cached_property
     def outsider(self) -> FlaskClient:
         """A member of no workspace: another tenant's ids are 404s to it."""
         return self.app.test_client(token=add_user(self.app, "outsider@example.com").token)
@@ -726,6 +734,50 @@ ACCESS_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
 }
 
 
+OAUTH_CLIENTS = "/api/v2/workspaces/{workspace_id}/oauth-clients"
+OAUTH_CLIENT_BODY = {"name": "board", "redirect_uris": ["https://app.example/cb"]}
+
+OAUTH_CLIENT_SCENARIOS: dict[tuple[str, str], dict[int, Scenario]] = {
+    ("get", OAUTH_CLIENTS): {
+        200: lambda c: c.client.get(f"{c.workspace}/oauth-clients"),
+        400: unknown_parameter(lambda c: f"{c.workspace}/oauth-clients"),
+        404: lambda c: c.client.get(f"{c.missing_workspace}/oauth-clients"),
+    },
+    ("post", OAUTH_CLIENTS): {
+        **body_errors(
+            "POST", lambda c: f"{c.workspace}/oauth-clients", OAUTH_CLIENT_BODY, ok_status=201
+        ),
+        404: lambda c: c.client.post(
+            f"{c.missing_workspace}/oauth-clients", json=OAUTH_CLIENT_BODY
+        ),
+        409: lambda c: too_many_oauth_clients(c),
+    },
+    ("get", f"{OAUTH_CLIENTS}/{{client_id}}"): {
+        200: lambda c: c.client.get(f"{c.workspace}/oauth-clients/{c.oauth_client_id}"),
+        400: lambda c: c.client.get(f"{c.workspace}/oauth-clients/{c.oauth_client_id}?unknown=1"),
+        404: lambda c: c.client.get(f"{c.workspace}/oauth-clients/{new_task_id()}"),
+    },
+    ("delete", f"{OAUTH_CLIENTS}/{{client_id}}"): {
+        204: lambda c: c.client.delete(f"{c.workspace}/oauth-clients/{c.oauth_client_id}"),
+        400: lambda c: c.client.delete(
+            f"{c.workspace}/oauth-clients/{c.oauth_client_id}?unknown=1"
+        ),
+        404: lambda c: c.client.delete(f"{c.workspace}/oauth-clients/{new_task_id()}"),
+    },
+}
+
+
+def too_many_oauth_clients(c: Ctx) -> Any:
+    from app.oauth import service
+
+    assert c.oauth_client_id  # one client exists
+    limit, service.MAX_ACTIVE_CLIENTS = service.MAX_ACTIVE_CLIENTS, 1
+    try:
+        return c.client.post(f"{c.workspace}/oauth-clients", json=OAUTH_CLIENT_BODY)
+    finally:
+        service.MAX_ACTIVE_CLIENTS = limit
+
+
 def too_many_keys(c: Ctx) -> Any:
     from app.api_keys import service
 
@@ -863,6 +915,7 @@ SCENARIOS = {
     **WORKSPACE_SCENARIOS,
     **AUDIT_SCENARIOS,
     **ADMIN_SCENARIOS,
+    **OAUTH_CLIENT_SCENARIOS,
 }
 
 
@@ -876,6 +929,8 @@ def concrete_url(c: Ctx, path: str) -> str:
         url = url.replace("{task_id}", c.task_id)
     if "{key_id}" in url:
         url = url.replace("{key_id}", c.key_id)
+    if "{client_id}" in url:
+        url = url.replace("{client_id}", c.oauth_client_id)
     url = url.replace("{rule_id}", str(new_task_id()))  # any id: refused before the lookup
     return url.replace("{user_id}", str(new_task_id())).replace("{backup_id}", str(new_task_id()))
 

@@ -23,6 +23,7 @@ from app.core.rate_limits import EXEMPT_PREFIXES as RATE_LIMIT_EXEMPT_PREFIXES
 from app.hello import routes as hello
 from app.ip_rules import routes as ip_rules
 from app.members import routes as members
+from app.oauth import routes as oauth_clients
 from app.tasks import routes as tasks
 from app.version import __version__
 from app.workspaces import routes as workspaces
@@ -131,6 +132,9 @@ def create_api(app: Flask) -> Api:
     api.add_namespace(workspaces.ns, path=f"{API_V2}/workspaces")
     api.add_namespace(api_keys.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/api-keys")
     api.add_namespace(members.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/members")
+    api.add_namespace(
+        oauth_clients.ns, path=f"{API_V2}/workspaces/<uuid:workspace_id>/oauth-clients"
+    )
     api.add_namespace(
         ip_rules.ns_workspace, path=f"{API_V2}/workspaces/<uuid:workspace_id>/ip-allow-list"
     )

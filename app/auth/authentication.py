@@ -68,6 +68,10 @@ def authenticate_access_token(token: str) -> Principal:
     from app.auth.errors import InvalidToken
 
     claims = decode(token, ACCESS)
+    if "client_id" in claims:  # issued by the OAuth server: app/oauth/tokens.py checks it
+        from app.oauth.tokens import oauth_principal
+
+        return oauth_principal(claims)
     session_id = claims["sid"]
     if revocations().is_revoked(session_id):
         raise InvalidToken("The token has been revoked (logged out).")

@@ -75,7 +75,11 @@ def _principal() -> Principal:
     """The signed-in user: these operations are about a user's own account, not for keys."""
     principal = current_principal()
     assert principal is not None  # the authentication hook ran: not a public operation
-    if principal.kind is not PrincipalKind.USER or principal.user_id is None:
+    if (
+        principal.kind is not PrincipalKind.USER
+        or principal.user_id is None
+        or principal.scopes is not None  # an OAuth token acting for the user
+    ):
         raise PermissionDenied("This is about a user's own account: sign in as the user.")
     return principal
 

@@ -58,8 +58,12 @@ def platform_admin_only(view: F) -> F:
 
 
 def is_platform_admin(principal: Principal | None) -> bool:
-    if principal is None or principal.kind is not PrincipalKind.USER:
-        return False
+    if (
+        principal is None
+        or principal.kind is not PrincipalKind.USER
+        or principal.scopes is not None
+    ):
+        return False  # an OAuth token acting for an admin is not the admin signed in
     query = select(UserRow.is_platform_admin).where(UserRow.id == principal.user_id)
     return bool(outside_transaction(db.session()).scalar(query))
 

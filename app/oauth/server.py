@@ -59,6 +59,7 @@ from app.auth.second_factor import SecondFactorService
 from app.auth.service import AccountService
 from app.auth.tokens import ACCESS, decode, revocations
 from app.core.errors import ApiProblem
+from app.core.rate_limits import auth_rate_limit
 from app.db import db
 from app.oauth.models import OAuthAuthorizationCodeRow, OAuthClientRow, OAuthRefreshTokenRow
 from app.oauth.service import AUTH_METHODS, GRANT_TYPES, PUBLIC
@@ -619,18 +620,24 @@ class MetadataView(MethodView):
 
 @public
 class TokenView(MethodView):
+    decorators = [auth_rate_limit(scope="oauth")]  # RATE_LIMIT_AUTH_IP per client address
+
     def post(self) -> Response:
         return _no_store(oauth_server().create_token_response())
 
 
 @public
 class RevokeView(MethodView):
+    decorators = [auth_rate_limit(scope="oauth")]  # RATE_LIMIT_AUTH_IP per client address
+
     def post(self) -> Response:
         return _no_store(oauth_server().create_endpoint_response(Revocation.ENDPOINT_NAME))
 
 
 @public
 class IntrospectView(MethodView):
+    decorators = [auth_rate_limit(scope="oauth")]  # RATE_LIMIT_AUTH_IP per client address
+
     def post(self) -> Response:
         return _no_store(oauth_server().create_endpoint_response(Introspection.ENDPOINT_NAME))
 
@@ -756,6 +763,7 @@ class AuthorizeView(MethodView):
             return self._refuse(error)
         return _page(200, grant=grant)
 
+    @auth_rate_limit(scope="oauth")  # the sign-in form: RATE_LIMIT_AUTH_IP per address
     def post(self) -> Response:
         server = oauth_server()
         try:

@@ -21,7 +21,7 @@ def effective_role(
     """The role the caller acts with in the workspace, or None (no access at all)."""
     if principal.workspace_id is not None and principal.workspace_id != workspace_id:
         return None  # a key or client bound to another workspace
-    if principal.kind is PrincipalKind.API_KEY:
+    if principal.kind in (PrincipalKind.API_KEY, PrincipalKind.CLIENT):
         # A key acts as a member (write scope) or a viewer (read only) of its workspace.
         return Role.MEMBER if principal.allows(Scope.WRITE) else Role.VIEWER
     if member_role is None:
@@ -37,7 +37,11 @@ def authorize(principal: Principal, role: Role | None, action: Action) -> None:
     if role is None:
         raise NoSuchWorkspace()
     rule = PERMISSIONS[action]
-    if rule.scope is None and principal.kind is not PrincipalKind.USER:
+    # Management needs a user signed in with a password: not a key, not a client, and not a
+    # user's OAuth token either (it carries scopes).
+    if rule.scope is None and (
+        principal.kind is not PrincipalKind.USER or principal.scopes is not None
+    ):
         raise PermissionDenied(
             f"Only a signed-in user may do this ({action}), not a key or client."
         )

@@ -243,7 +243,9 @@ class WorkspaceService:
 
     def create(self, document: Any, *, workspace_id: uuid.UUID | None = None) -> Workspace:
         """A new workspace; a user who creates one is its owner."""
-        if self.principal.kind not in {PrincipalKind.USER, PrincipalKind.SYSTEM}:
+        if self.principal.kind not in {PrincipalKind.USER, PrincipalKind.SYSTEM} or (
+            self.principal.scopes is not None
+        ):
             raise PermissionDenied("Only a signed-in user may create a workspace, not a key.")
         name = workspace_name(document)
         new_id = workspace_id or self._new_id()
