@@ -34,6 +34,7 @@ import math
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -45,9 +46,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -168,10 +169,12 @@ class Result:
     requests: int
     bad_status: int  # neither 2xx nor 3xx
     socket_errors: int
+    cpu: CpuUse | None = None  # what serving and generating the load used; None: unknown
 
     @staticmethod
     def combined(rounds: list[Result]) -> Result:
         """Rounds of equal length as one: mean throughput, median p50, worst p99, totals."""
+        cpus = [r.cpu for r in rounds if r.cpu is not None]
         return Result(
             statistics.fmean(r.requests_per_second for r in rounds),
             statistics.median(r.p50_ms for r in rounds),
@@ -179,7 +182,108 @@ class Result:
             sum(r.requests for r in rounds),
             sum(r.bad_status for r in rounds),
             sum(r.socket_errors for r in rounds),
+            CpuUse.total(cpus) if len(cpus) == len(rounds) else None,
         )
+
+    def cpu_ms_per_request(self) -> CpuUse | None:
+        if self.cpu is None or not self.requests:
+            return None
+        return self.cpu.scaled(1000 / self.requests)
+
+
+# --- CPU accounting -----------------------------------------------------------------------------
+# Throughput on a machine shared with other work swings from minute to minute; the CPU time each
+# request costs barely does. Read from /proc (Linux): elsewhere the columns stay empty.
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds (or ms per request, once scaled) of one load."""
+
+    app: float  # the server's gunicorn workers (with SQLite, the database work is in here)
+    database: float | None  # PostgreSQL's backends serving the scratch databases; None: SQLite,
+    # or a server whose processes this machine cannot see
+    generator: float  # wrk, or this process for the pure-Python generator
+
+    @property
+    def all(self) -> float:
+        return self.app + (self.database or 0.0) + self.generator
+
+    def scaled(self, factor: float) -> CpuUse:
+        database = None if self.database is None else self.database * factor
+        return CpuUse(self.app * factor, database, self.generator * factor)
+
+    @staticmethod
+    def total(uses: list[CpuUse]) -> CpuUse:
+        databases = [u.database for u in uses]
+        return CpuUse(
+            sum(u.app for u in uses),
+            None if None in databases else sum(d for d in databases if d is not None),
+            sum(u.generator for u in uses),
+        )
+
+
+_PROC = Path("/proc")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None  # gone, or not ours to see
+    return text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+
+
+def process_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each process has used so far; processes gone are left out."""
+    seconds = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return seconds
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(entry.name)
+            if fields is not None and int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return found
+
+
+def generator_cpu() -> float:
+    """CPU seconds of this process and its finished children: wrk, or the Python threads."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@contextmanager
+def cpu_meter(server: Server, databases: Databases) -> Iterator[list[CpuUse]]:
+    """Measure the CPU a load costs: yields a list that holds one ``CpuUse`` afterwards (none
+    without /proc)."""
+    measured: list[CpuUse] = []
+    if not _PROC.is_dir():
+        yield measured
+        return
+    workers = children_of(server.process.pid)
+    backends = databases.backend_pids()
+    before = process_cpu(workers), process_cpu(backends), generator_cpu()
+    yield measured
+    after = process_cpu(workers), process_cpu(backends), generator_cpu()
+
+    def used(index: int) -> float:
+        return sum(now - before[index].get(pid, now) for pid, now in after[index].items())
+
+    # Backends this machine cannot see (another host): the database's CPU is unknown.
+    database = used(1) if backends and len(before[1]) == len(backends) else None
+    measured.append(CpuUse(used(0), database, after[2] - before[2]))
 
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -362,6 +466,8 @@ class Databases:
     control: str
     shards: dict[str, str]  # empty: one shard, "main", on the control database
     engine: str  # what the summary says: "SQLite 3.45.1", "PostgreSQL 15.2"
+    # The server processes serving the scratch databases now (PostgreSQL's backends; SQLite: none).
+    backend_pids: Callable[[], list[int]] = list
 
     @property
     def settings(self) -> dict[str, str]:
@@ -406,10 +512,21 @@ def scratch_databases(admin_url: str | None, shards: int, workdir: Path) -> Iter
             name: admin.set(database=db).render_as_string(hide_password=False)
             for name, db in databases.items()
         }
+
+        def backend_pids() -> list[int]:
+            with engine.connect() as connection:
+                return list(
+                    connection.execute(
+                        text("SELECT pid FROM pg_stat_activity WHERE datname = ANY(:names)"),
+                        {"names": created},
+                    ).scalars()
+                )
+
         yield Databases(
             urls["control"],
             {n: u for n, u in urls.items() if n != "control"},
             f"PostgreSQL {version}",
+            backend_pids,
         )
     finally:
         with engine.connect() as connection:
@@ -712,8 +829,9 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     for name, factory in FACTORIES.items()
                 }
-                ports = {name: server.wait_until_up() for name, server in servers.items()}
-                rows = measure(ports, caller, args, load)
+                for server in servers.values():
+                    server.wait_until_up()
+                rows = measure(servers, databases, caller, args, load)
         log_lines = app_log.read_text(errors="replace").splitlines()
         access_lines = sum('"logger": "app.access"' in line for line in log_lines)
         if args.keep_log:
@@ -751,14 +869,22 @@ class Row:
     # Throughput lost to authentication, as a share of the baseline's, in each round.
     auth_costs: list[float]
 
+    # The same from CPU per request, all processes together (None: unknown).
+    auth_cpu_cost: float | None = None
+
     @property
     def auth_cost(self) -> float | None:
         return statistics.median(self.auth_costs) if self.auth_costs else None
 
 
 def measure(
-    ports: dict[str, int], caller: Caller, args: argparse.Namespace, load: Any
+    servers: dict[str, Server],
+    databases: Databases,
+    caller: Caller,
+    args: argparse.Namespace,
+    load: Any,
 ) -> list[Row]:
+    ports = {name: server.port for name, server in servers.items()}
     tasks = f"/api/v2/workspaces/{WORKSPACE_ID}/tasks"
     owner = {"Authorization": caller.credentials["jwt"]}
     listing = get(ports[API], f"{tasks}?per_page=1", owner)
@@ -800,21 +926,26 @@ def measure(
     for endpoint in load_order(args.rounds):
         port, path, headers = request_of(endpoint)
         print(f"loading {endpoint.label} for {args.duration:g} s ...", file=sys.stderr)
-        runs[endpoint.label].append(
-            load(f"http://127.0.0.1:{port}{path}", headers, args.duration, args.connections,
-                 args.threads)
-        )  # fmt: skip
+        with cpu_meter(servers[endpoint.server], databases) as cpu:
+            result = load(f"http://127.0.0.1:{port}{path}", headers, args.duration,
+                          args.connections, args.threads)  # fmt: skip
+        runs[endpoint.label].append(replace(result, cpu=cpu[0] if cpu else None))
     bare = next(runs[e.label][0] for e in ENDPOINTS if e.server == BARE).requests_per_second
     rows = []
     for endpoint in ENDPOINTS:
         result = Result.combined(runs[endpoint.label])
-        costs = []
+        costs, cpu_cost = [], None
         if endpoint.auth_baseline is not None:  # round by round: each pair ran back to back
             pairs = zip(runs[endpoint.label], runs[endpoint.auth_baseline], strict=True)
             costs = [
                 1 - mine.requests_per_second / base.requests_per_second for mine, base in pairs
             ]
-        rows.append(Row(endpoint, result, result.requests_per_second / bare, costs))
+            # Saturated cores serve requests at a rate inversely proportional to their CPU cost.
+            mine_cpu = result.cpu_ms_per_request()
+            base_cpu = Result.combined(runs[endpoint.auth_baseline]).cpu_ms_per_request()
+            if mine_cpu is not None and base_cpu is not None:
+                cpu_cost = 1 - base_cpu.all / mine_cpu.all
+        rows.append(Row(endpoint, result, result.requests_per_second / bare, costs, cpu_cost))
     return rows
 
 
@@ -837,17 +968,24 @@ def load_order(rounds: int) -> list[Endpoint]:
 def print_table(rows: list[Row]) -> None:
     width = max(len(row.endpoint.label) for row in rows) + 1
     print(
-        f"{'endpoint':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} "
-        f"{'target':>7} {'auth cost':>9} {'requests':>9} {'non-2xx/3xx':>11} {'sock err':>8}"
+        f"{'endpoint':{width}} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>7} "
+        f"{'target':>6} {'auth cost':>9} {'CPU ms/request: app':>19} {'db':>5} {'load':>5} "
+        f"{'requests':>8} {'non-2xx/3xx':>11} {'sock err':>8}"
     )
     for row in rows:
         r, target = row.result, row.endpoint.target
         wanted = f"{target:.0%}" if target is not None else ""
         cost = f"{row.auth_cost:.1%}" if row.auth_cost is not None else ""
+        cpu = r.cpu_ms_per_request()
+        app, database, generator = (
+            ("", "", "")
+            if cpu is None
+            else (f"{cpu.app:.2f}", _ms_or_dash(cpu.database), f"{cpu.generator:.2f}")
+        )
         print(
-            f"{row.endpoint.label:{width}} {r.requests_per_second:8.0f} {r.p50_ms:8.2f} "
-            f"{r.p99_ms:8.2f} {row.vs_bare:8.0%} {wanted:>7} {cost:>9} {r.requests:9d} "
-            f"{r.bad_status:11d} {r.socket_errors:8d}"
+            f"{row.endpoint.label:{width}} {r.requests_per_second:7.0f} {r.p50_ms:7.2f} "
+            f"{r.p99_ms:7.2f} {row.vs_bare:7.0%} {wanted:>6} {cost:>9} {app:>19} {database:>5} "
+            f"{generator:>5} {r.requests:8d} {r.bad_status:11d} {r.socket_errors:8d}"
         )
     print()
     for row in rows:
@@ -862,11 +1000,18 @@ def print_table(rows: list[Row]) -> None:
             continue
         verdict = "met" if row.auth_cost <= MAX_AUTH_COST else "NOT MET"
         rounds = ", ".join(f"{cost:.1%}" for cost in row.auth_costs)
+        by_cpu = (
+            "" if row.auth_cpu_cost is None else f"; from CPU per request: {row.auth_cpu_cost:.1%}"
+        )
         print(
             f"auth cost of {row.endpoint.label}: {row.auth_cost:.1%} of the throughput of "
             f"{row.endpoint.auth_baseline} (target: at most {MAX_AUTH_COST:.0%}; {verdict}); "
-            f"median of the rounds: {rounds}"
+            f"median of the rounds: {rounds}{by_cpu}"
         )
+
+
+def _ms_or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

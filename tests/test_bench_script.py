@@ -56,10 +56,16 @@ def test_the_benchmark_runs_on_sqlite_with_the_python_load_generator(tmp_path: P
     cost = re.compile(
         r"^auth cost of GET \.\.\./tasks\?per_page=20 JWT: -?\d+\.\d% of the throughput of "
         r"GET \.\.\./tasks\?per_page=20 no auth \(target: at most 10%; (met|NOT MET)\); "
-        r"median of the rounds: -?\d+\.\d%, -?\d+\.\d%$",
+        r"median of the rounds: -?\d+\.\d%, -?\d+\.\d%; from CPU per request: -?\d+\.\d%$",
         re.MULTILINE,
     )
     assert cost.search(result.stdout), result.stdout
+    # CPU per request (from /proc): the app's workers and the load generator; with SQLite the
+    # database work is the app's own, so the database column says "-".
+    app_cpu, database_cpu, load_cpu = rows["GET .../tasks?per_page=20 JWT"].split()[-6:-3]
+    assert float(app_cpu) > 0, rows
+    assert float(load_cpu) > 0, rows
+    assert database_cpu == "-", rows
     assert "the lists with and without authentication: 2 times each" in result.stdout
     assert "25 tasks in the workspace" in result.stdout
     assert "one database" in result.stdout
