@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import fcntl
 import functools
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -81,6 +82,7 @@ class Ctx:
         created = self.client.post(
             f"{V2_WORKSPACES}/{self._home}/api-keys", json={"name": "spec", "scopes": ["read"]}
         )
+        assert created.status_code == 201, created.json
         return created.json
 
     @property
@@ -949,25 +951,33 @@ def anonymous(path: str, method: str) -> Scenario:
     return lambda c: c.anonymous.open(concrete_url(c, path), method=method.upper())
 
 
-def throttled(operation: dict[str, Any], path: str, method: str) -> Scenario:
-    """The 429 of an operation: the same call twice on an app that allows one per hour (a new
-    session each time: a log-out must not end the caller before the limit can answer)."""
+_throttle_apps: dict[str, Flask] = {}
 
-    def scenario(c: Ctx) -> Any:
-        app = make_app(
-            c.app.config["APP_ENV"],
+
+def throttle_app(env: str) -> Flask:
+    """One app per profile that allows one request per hour: each scenario spends the budget of
+    a caller of its own, so one app serves them all."""
+    if env not in _throttle_apps:
+        _throttle_apps[env] = make_app(
+            env,
             RATE_LIMIT_API="1 per hour",
             RATE_LIMIT_AUTH_IP="1 per hour",
-            BACKUP_DIR=c.app.config["BACKUP_DIR"],
+            BACKUP_DIR=tempfile.mkdtemp(prefix="taskapi-throttle-"),
         )
-        client = app.test_client()
-        if operation["x-permission" if "x-permission" in operation else "operationId"] == (
-            PLATFORM_ADMIN
-        ):
-            client = app.test_client(
-                token=add_user(app, "root@example.com", platform_admin=True).token
-            )
+    return _throttle_apps[env]
+
+
+def throttled(operation: dict[str, Any], path: str, method: str) -> Scenario:
+    """The 429 of an operation: the same call twice, by a new caller, on the throttle app (a
+    new session the second time: a log-out must not end the caller before the limit answers).
+    The limit answers before any view, so the context's ids need not exist there."""
+
+    def scenario(c: Ctx) -> Any:
         url, body = concrete_url(c, path), example_body(operation, SPEC)
+        app = throttle_app(c.app.config["APP_ENV"])
+        admin = operation.get("x-permission") == PLATFORM_ADMIN
+        caller = add_user(app, f"caller-{uuid.uuid4().hex}@example.com", platform_admin=admin)
+        client = app.test_client(token=caller.token)
         client.open(url, method=method.upper(), json=body).close()
         renew_session(client)
         return client.open(url, method=method.upper(), json=body)
