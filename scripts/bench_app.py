@@ -700,7 +700,7 @@ def production_env(
 
 
 @contextmanager
-def scratch_redis(url: str | None) -> Iterator[dict[str, str]]:
+def scratch_redis(url: str | None, prefix: str | None = None) -> Iterator[dict[str, str]]:
     """``REDIS_URL`` and a key prefix no one else uses (nothing when ``url`` is None); every key
     under that prefix deleted on the way out."""
     if url is None:
@@ -708,7 +708,7 @@ def scratch_redis(url: str | None) -> Iterator[dict[str, str]]:
         return
     import redis
 
-    prefix = f"taskapi-bench-{os.getpid()}-{secrets.token_hex(3)}:"
+    prefix = prefix or f"taskapi-bench-{os.getpid()}-{secrets.token_hex(3)}:"
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         client.ping()
@@ -771,6 +771,11 @@ def main(argv: list[str] | None = None) -> None:
         "(revocations in the control database, counters in each worker's memory)",
     )
     parser.add_argument(
+        "--redis-key-prefix",
+        help="the run's Redis key prefix (default: taskapi-bench-<pid>-<random>:); every key "
+        "under it is deleted afterwards",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=3,
         help="times the lists with and without authentication are each loaded, alternately "
         "(--duration each time): authentication's cost is the median of the rounds' costs",
@@ -814,7 +819,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with (
             scratch_databases(args.database_url, args.shards, workdir) as databases,
-            scratch_redis(args.redis_url) as redis,
+            scratch_redis(args.redis_url, args.redis_key_prefix) as redis,
         ):
             print(f"seeding {args.tasks} tasks ({databases.engine}) ...", file=sys.stderr)
             auth = auth_settings(workdir, token_ttl)
