@@ -245,6 +245,13 @@ def process_cpu(pids: list[int]) -> dict[int, float]:
     return seconds
 
 
+def _is_postgres(pid: int) -> bool:
+    try:
+        return (_PROC / str(pid) / "comm").read_text().strip() == "postgres"
+    except OSError:
+        return False
+
+
 def children_of(parent: int) -> list[int]:
     found = []
     for entry in _PROC.iterdir():
@@ -281,8 +288,10 @@ def cpu_meter(server: Server, databases: Databases) -> Iterator[list[CpuUse]]:
     def used(index: int) -> float:
         return sum(now - before[index].get(pid, now) for pid, now in after[index].items())
 
-    # Backends this machine cannot see (another host): the database's CPU is unknown.
-    database = used(1) if backends and len(before[1]) == len(backends) else None
+    # Backends this machine cannot see (another host, or a pid that is some other process
+    # here): the database's CPU is unknown.
+    visible = backends and all(_is_postgres(pid) for pid in backends)
+    database = used(1) if visible and len(before[1]) == len(backends) else None
     measured.append(CpuUse(used(0), database, after[2] - before[2]))
 
 
